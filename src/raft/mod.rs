@@ -1,0 +1,84 @@
+//! The Raft consensus protocol for one group, as a pure, synchronous state
+//! machine.
+//!
+//! **Owns:** elections (with pre-vote and check-quorum), log replication
+//! (batching, pipelining, a bounded in-flight window, probe / replicate /
+//! snapshot progress, fast conflict backtracking), commitment, learners,
+//! joint-consensus membership changes, leadership transfer, ReadIndex and
+//! lease reads, snapshot install and the log-compaction hooks.
+//!
+//! **Must not:** do I/O, spawn tasks, read a clock or draw random numbers.
+//! No `tokio`, `tonic`, `rocksdb`, `std::time`, `std::fs`, `std::net` or
+//! `rand` here (`tests/raft_purity.rs` checks). Time is `tick()`; randomness
+//! is a seed in [`Config`]; storage is read through [`LogStore`] and written
+//! by the caller. This is what lets one node host thousands of groups as
+//! plain structs and lets the simulator replay any run from its seed.
+//!
+//! # Driving a group: the ordering contract
+//!
+//! Inputs are [`RawNode::tick`], [`RawNode::step`], [`RawNode::propose`],
+//! [`RawNode::propose_conf_change`], [`RawNode::read_index`] and
+//! [`RawNode::transfer_leader`]. After any of them, if
+//! [`RawNode::has_ready`], the caller takes ONE [`Ready`] and handles it in
+//! this order:
+//!
+//! 1. Send `ready.messages` at once if desired: they are a leader's appends,
+//!    heartbeats and snapshots, which may go out before the leader's own
+//!    write (thesis §10.2.1); the leader counts itself toward a commit
+//!    quorum only after step 6.
+//! 2. Persist, atomically and durably (fsync when [`Ready::must_sync`]):
+//!    `ready.snapshot` (install it: log reset to the snapshot, state machine
+//!    replaced), then `ready.entries` (appended, overwriting any conflicting
+//!    suffix), then `ready.hard_state`.
+//! 3. Only then send `ready.persisted_messages`: votes and acknowledgements
+//!    promise state that must already be on disk.
+//! 4. Apply `ready.committed_entries` in order. They are committed and, by
+//!    step 2, durable here. For a conf-change entry call
+//!    [`RawNode::apply_conf_change`] and persist the returned [`ConfState`]
+//!    with the applied index. Persist the applied index in the same batch as
+//!    the state machine's data, so a crash never applies an entry twice.
+//! 5. Serve `ready.read_states`: a read with that context may be answered
+//!    once the applied index reaches the read state's index.
+//! 6. Call [`RawNode::advance`] exactly once. No other input may be fed
+//!    between `ready()` and `advance()`.
+//!
+//! Compaction is the caller's decision: once entries up to some index
+//! `<= applied` are covered by a snapshot the store holds, it may discard
+//! them; the leader then sends that snapshot to followers that need them.
+//!
+//! # Layout
+//!
+//! - `types`: ids, entries, messages, hard/conf state, snapshots.
+//! - `log_store`: the [`LogStore`] trait and [`MemoryLogStore`].
+//! - `log`: the log as the core sees it (durable part + unstable tail).
+//! - `progress`, `tracker`, `quorum`: per-follower progress, membership,
+//!   majority and joint-majority arithmetic.
+//! - `read_only`: ReadIndex bookkeeping.
+//! - `raft`: state, role transitions, the clock and the common step checks.
+//! - `step`: `step_leader`, `step_candidate`, `step_follower`, replication.
+//! - `node`: [`RawNode`], [`Ready`], `advance`, invariants.
+
+mod error;
+mod log;
+mod log_store;
+mod node;
+mod progress;
+mod quorum;
+#[allow(clippy::module_inception)]
+mod raft;
+mod read_only;
+mod step;
+mod tracker;
+mod types;
+
+pub use error::{RaftError, Result, StorageError};
+pub use log_store::{limit_size, LogStore, MemoryLogStore};
+pub use node::{RawNode, Ready, SoftState, Status};
+pub use progress::ProgressState;
+pub use quorum::VoteResult;
+pub use raft::{Config, ReadMode, Role};
+pub use tracker::Configuration;
+pub use types::{
+    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Entry, EntryPayload, GroupId,
+    HardState, LogIndex, Message, MessageKind, NodeId, ProposalId, ReadState, Snapshot, SnapshotMetadata, Term,
+};

@@ -1,0 +1,341 @@
+//! The vocabulary of the Raft core: identifiers, log entries, persistent state,
+//! messages and the configuration-change requests. Plain data, no behaviour
+//! beyond small helpers.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::ops::{Add, AddAssign, Sub};
+
+/// A node (process) in the cluster. Node ids are assigned by the operator and
+/// never reused; `0` is not a valid id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct NodeId(pub u64);
+
+/// One Raft group (one shard). The core itself never looks at it; the layers
+/// above use it to multiplex many groups over one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GroupId(pub u64);
+
+/// A Raft term (§5.1). Term 0 is before any election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Term(pub u64);
+
+/// A position in the replicated log. Index 0 is the empty prefix; the first
+/// real entry has index 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LogIndex(pub u64);
+
+impl Term {
+    pub const ZERO: Term = Term(0);
+    pub fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl LogIndex {
+    pub const ZERO: LogIndex = LogIndex(0);
+    /// The index before this one; saturates at zero.
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+}
+
+impl Add<u64> for LogIndex {
+    type Output = LogIndex;
+    fn add(self, rhs: u64) -> LogIndex {
+        LogIndex(self.0 + rhs)
+    }
+}
+
+impl AddAssign<u64> for LogIndex {
+    fn add_assign(&mut self, rhs: u64) {
+        self.0 += rhs;
+    }
+}
+
+/// Distance between two indexes (`self - rhs`), saturating at zero.
+impl Sub<LogIndex> for LogIndex {
+    type Output = u64;
+    fn sub(self, rhs: LogIndex) -> u64 {
+        self.0.saturating_sub(rhs.0)
+    }
+}
+
+macro_rules! display_inner {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    )*};
+}
+display_inner!(NodeId, GroupId, Term, LogIndex);
+
+/// What an entry carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryPayload {
+    /// An opaque command for the state machine. Empty data is the no-op a new
+    /// leader appends to commit entries of earlier terms (§5.4.2).
+    Normal(Vec<u8>),
+    /// A membership change; takes effect when the application applies it and
+    /// calls `RawNode::apply_conf_change`.
+    ConfChange(ConfChange),
+}
+
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub term: Term,
+    pub index: LogIndex,
+    pub payload: EntryPayload,
+}
+
+impl Entry {
+    pub fn new_normal(term: Term, index: LogIndex, data: Vec<u8>) -> Entry {
+        Entry { term, index, payload: EntryPayload::Normal(data) }
+    }
+
+    /// Approximate encoded size, used only to bound message and Ready sizes.
+    pub fn size_bytes(&self) -> u64 {
+        let payload = match &self.payload {
+            EntryPayload::Normal(data) => data.len(),
+            EntryPayload::ConfChange(cc) => 8 + cc.changes.len() * 16,
+        };
+        24 + payload as u64
+    }
+
+    pub fn is_conf_change(&self) -> bool {
+        matches!(self.payload, EntryPayload::ConfChange(_))
+    }
+}
+
+/// The state every node must persist before answering any RPC (Figure 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HardState {
+    pub term: Term,
+    /// The candidate this node voted for in `term`, if any.
+    pub vote: Option<NodeId>,
+    /// Persisting commit is an optimisation (no re-replication to learn it
+    /// after a restart); safety does not depend on it.
+    pub commit: LogIndex,
+}
+
+/// A group's membership. Outside a joint configuration `voters_outgoing` and
+/// `learners_next` are empty.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConfState {
+    /// Voters of the incoming (or only) configuration.
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+    /// Voters of the outgoing configuration while joint (thesis §4.3).
+    pub voters_outgoing: BTreeSet<NodeId>,
+    /// Voters being demoted to learners: they stay voters in the outgoing
+    /// configuration and become learners when the joint configuration is left.
+    pub learners_next: BTreeSet<NodeId>,
+    /// Leave the joint configuration automatically once it is applied.
+    pub auto_leave: bool,
+}
+
+impl ConfState {
+    pub fn with_voters(voters: impl IntoIterator<Item = u64>) -> ConfState {
+        ConfState { voters: voters.into_iter().map(NodeId).collect(), ..ConfState::default() }
+    }
+
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+
+    /// Whether `id` is a voter in either half of the configuration.
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.voters_outgoing.contains(&id)
+    }
+}
+
+/// What a snapshot covers. The state machine data travels beside it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SnapshotMetadata {
+    pub index: LogIndex,
+    pub term: Term,
+    pub conf_state: ConfState,
+}
+
+/// A point-in-time image of the state machine up to `metadata.index`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub metadata: SnapshotMetadata,
+    pub data: Vec<u8>,
+}
+
+/// One change of membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfChangeKind {
+    AddVoter,
+    AddLearner,
+    RemoveNode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfChangeSingle {
+    pub kind: ConfChangeKind,
+    pub node: NodeId,
+}
+
+/// How a configuration change moves between configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConfChangeTransition {
+    /// One voter change goes directly; anything larger goes through a joint
+    /// configuration that the leader leaves by itself once it is applied.
+    #[default]
+    Auto,
+    /// Always enter a joint configuration and leave it automatically.
+    JointAutoLeave,
+    /// Always enter a joint configuration; the application proposes the
+    /// empty change that leaves it.
+    JointExplicit,
+}
+
+/// A membership change request. An empty `changes` list leaves a joint
+/// configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ConfChange {
+    pub transition: ConfChangeTransition,
+    pub changes: Vec<ConfChangeSingle>,
+}
+
+impl ConfChange {
+    pub fn single(kind: ConfChangeKind, node: NodeId) -> ConfChange {
+        ConfChange { transition: ConfChangeTransition::Auto, changes: vec![ConfChangeSingle { kind, node }] }
+    }
+
+    /// The change that leaves a joint configuration.
+    pub fn leave_joint() -> ConfChange {
+        ConfChange::default()
+    }
+
+    pub fn is_leave_joint(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Whether applying this change enters a joint configuration, and if so
+    /// whether it is left automatically.
+    pub fn enters_joint(&self) -> Option<bool> {
+        match self.transition {
+            ConfChangeTransition::Auto if self.changes.len() > 1 => Some(true),
+            ConfChangeTransition::Auto => None,
+            ConfChangeTransition::JointAutoLeave => Some(true),
+            ConfChangeTransition::JointExplicit => Some(false),
+        }
+    }
+}
+
+/// Message kinds exchanged between the members of one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    AppendEntries,
+    AppendEntriesResponse,
+    RequestVote,
+    RequestVoteResponse,
+    RequestPreVote,
+    RequestPreVoteResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    /// Leadership transfer: the receiver campaigns at once (thesis §3.10).
+    TimeoutNow,
+    /// A follower forwards a read-index request to its leader.
+    ReadIndex,
+    ReadIndexResponse,
+}
+
+impl MessageKind {
+    /// Messages only a leader sends. The leader may send them before its own
+    /// write of the same Ready is durable (thesis §10.2.1); every other message
+    /// states something about persisted state and waits for the write.
+    pub fn sent_by_leader(self) -> bool {
+        matches!(
+            self,
+            MessageKind::AppendEntries
+                | MessageKind::Heartbeat
+                | MessageKind::InstallSnapshot
+                | MessageKind::TimeoutNow
+                | MessageKind::ReadIndexResponse
+        )
+    }
+}
+
+/// One Raft message. Field meaning depends on `kind`; unused fields are zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub kind: MessageKind,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    /// AppendEntries: term of the entry at `index` (prevLogTerm).
+    /// RequestVote: term of the candidate's last entry.
+    /// Rejected AppendEntriesResponse: the follower's term at `index`
+    /// (the conflicting term), or 0 when its log is shorter.
+    pub log_term: Term,
+    /// AppendEntries: prevLogIndex. RequestVote: candidate's last index.
+    /// AppendEntriesResponse: last index matched, or the rejected prevLogIndex.
+    /// ReadIndexResponse: the read index.
+    pub index: LogIndex,
+    pub entries: Vec<Entry>,
+    /// The sender's commit index (AppendEntries, Heartbeat).
+    pub commit: LogIndex,
+    pub snapshot: Option<Snapshot>,
+    pub reject: bool,
+    /// Rejected AppendEntriesResponse: the first index the follower holds
+    /// with the conflicting term, or its last index + 1 when its log is shorter.
+    pub reject_hint: LogIndex,
+    /// Opaque read-index context, echoed by heartbeats and responses.
+    pub context: Vec<u8>,
+    /// RequestVote sent because of TimeoutNow: voters grant it even while
+    /// they believe a leader is alive.
+    pub leader_transfer: bool,
+    /// Heartbeat: the leader's tick counter when it was sent; echoed in the
+    /// response so the leader knows how old each follower's promise is (leases).
+    pub lease_tick: u64,
+}
+
+impl Message {
+    pub fn new(kind: MessageKind, from: NodeId, to: NodeId, term: Term) -> Message {
+        Message {
+            kind,
+            from,
+            to,
+            term,
+            log_term: Term::ZERO,
+            index: LogIndex::ZERO,
+            entries: Vec::new(),
+            commit: LogIndex::ZERO,
+            snapshot: None,
+            reject: false,
+            reject_hint: LogIndex::ZERO,
+            context: Vec::new(),
+            leader_transfer: false,
+            lease_tick: 0,
+        }
+    }
+}
+
+/// The answer to a read-index request: once the state machine has applied
+/// `index`, a read issued with `context` reflects every write committed
+/// before the request was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    pub index: LogIndex,
+    pub context: Vec<u8>,
+}
+
+/// Where a proposal landed. It is committed only if an entry with this index
+/// AND this term is later applied; a different term at the index means it was
+/// overwritten and never committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProposalId {
+    pub index: LogIndex,
+    pub term: Term,
+}

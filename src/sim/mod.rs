@@ -1,0 +1,210 @@
+//! A seeded, deterministic simulator of Raft groups built from the real
+//! core (`crate::raft`), for tests and `flotilla sim`.
+//!
+//! **Owns:** an in-memory network (loss, duplication, reordering, delay,
+//! symmetric and one-way partitions, an isolated leader, a flapping link),
+//! crashes that keep only what a node persisted (including a crash after a
+//! leader sent its appends but before its own write), restarts, membership
+//! changes, leadership transfers, snapshots and compaction, clients that
+//! propose unique values and issue linearizable reads; and the checker of
+//! Raft's safety properties, run after every step.
+//!
+//! **Must not:** use real time, threads, I/O or any randomness but the run's
+//! seed: the same seed replays the same run exactly.
+
+mod checker;
+mod cluster;
+mod node;
+mod rng;
+
+pub use cluster::{Cluster, Stats, TIME_UNITS_PER_TICK};
+pub use rng::Rng;
+
+use crate::raft::{NodeId, ReadMode};
+
+/// The knobs of one run. Rates are chances per time unit (per million).
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub chaos_ticks: u64,
+    /// After healing: the bound within which a leader must be elected and
+    /// every acknowledged write applied on every member.
+    pub liveness_ticks: u64,
+    pub max_delay: u64,
+    pub loss_per_million: u32,
+    pub duplicate_per_million: u32,
+    pub crash_per_million: u32,
+    pub crash_mid_ready_per_million: u32,
+    pub restart_per_million: u32,
+    pub partition_per_million: u32,
+    pub heal_per_million: u32,
+    pub conf_change_per_million: u32,
+    pub transfer_per_million: u32,
+    pub compact_per_million: u32,
+    pub propose_per_million: u32,
+    pub read_per_million: u32,
+    pub read_mode: ReadMode,
+    pub verbose: bool,
+}
+
+impl SimConfig {
+    /// The standard mix for a seed: 3 or 5 nodes, every fault enabled, and
+    /// lease reads in a quarter of the runs.
+    pub fn for_seed(seed: u64) -> SimConfig {
+        let mut rng = Rng::new(seed ^ 0xC0FF_EE00);
+        let read_mode = if rng.chance(250_000) {
+            ReadMode::Lease { clock_drift_bound_ticks: 2 }
+        } else {
+            ReadMode::Safe
+        };
+        SimConfig {
+            seed,
+            nodes: if rng.chance(500_000) { 3 } else { 5 },
+            chaos_ticks: 400,
+            liveness_ticks: 300,
+            max_delay: rng.range(2, 25),
+            loss_per_million: rng.range(0, 100_000) as u32,
+            duplicate_per_million: rng.range(0, 50_000) as u32,
+            crash_per_million: rng.range(0, 1_500) as u32,
+            crash_mid_ready_per_million: rng.range(0, 2_000) as u32,
+            restart_per_million: 4_000,
+            partition_per_million: rng.range(0, 2_000) as u32,
+            heal_per_million: 3_000,
+            conf_change_per_million: rng.range(0, 3_000) as u32,
+            transfer_per_million: rng.range(0, 1_000) as u32,
+            compact_per_million: rng.range(500, 5_000) as u32,
+            propose_per_million: rng.range(20_000, 150_000) as u32,
+            read_per_million: rng.range(0, 30_000) as u32,
+            read_mode,
+            verbose: false,
+        }
+    }
+}
+
+/// What a successful run did.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    pub seed: u64,
+    pub time: u64,
+    pub stats: Stats,
+    /// Ticks from healing until a leader committed a new proposal.
+    pub recovery_ticks: u64,
+}
+
+/// A violated property, with the seed that replays it.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub time: u64,
+    pub violation: String,
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "seed {} failed at t={}: {}", self.seed, self.time, self.violation)?;
+        writeln!(f, "replay: FLOTILLA_SIM_SEED={} cargo test --test simulation -- --nocapture", self.seed)?;
+        writeln!(f, "last events:")?;
+        for line in self.trace.iter().rev().take(40).rev() {
+            writeln!(f, "  {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs one seed: chaos, then healing, then the liveness and durability checks.
+pub fn run(config: SimConfig) -> Result<SimReport, SimFailure> {
+    let mut cluster = Cluster::new(config);
+    let outcome = drive(&mut cluster);
+    match outcome {
+        Ok(recovery_ticks) => Ok(SimReport {
+            seed: cluster.config.seed,
+            time: cluster.time,
+            stats: cluster.stats.clone(),
+            recovery_ticks,
+        }),
+        Err(violation) => Err(SimFailure {
+            seed: cluster.config.seed,
+            time: cluster.time,
+            violation,
+            trace: std::mem::take(&mut cluster.trace),
+        }),
+    }
+}
+
+fn drive(cluster: &mut Cluster) -> Result<u64, String> {
+    let chaos_units = cluster.config.chaos_ticks * TIME_UNITS_PER_TICK;
+    for unit in 0..chaos_units {
+        cluster.step()?;
+        if unit % 500 == 0 {
+            cluster.check_all_logs()?;
+        }
+    }
+    cluster.heal()?;
+    let healed_at = cluster.time;
+    let deadline = healed_at + cluster.config.liveness_ticks * TIME_UNITS_PER_TICK;
+    let final_value = commit_final_value(cluster, deadline)?;
+    let recovery_ticks = (cluster.time - healed_at) / TIME_UNITS_PER_TICK;
+    wait_until_all_applied(cluster, deadline, final_value)?;
+    cluster.check_all_logs()?;
+    Ok(recovery_ticks)
+}
+
+/// Liveness: once healed, a leader is elected and a new proposal commits
+/// within the bound.
+fn commit_final_value(cluster: &mut Cluster, deadline: u64) -> Result<u64, String> {
+    let mut pending: Option<u64> = None;
+    while cluster.time < deadline {
+        cluster.step()?;
+        if let Some(value) = pending {
+            if cluster.acknowledged.contains_key(&value) {
+                return Ok(value);
+            }
+        }
+        if cluster.time % (5 * TIME_UNITS_PER_TICK) == 0 {
+            if let Some(leader) = cluster.leader() {
+                if cluster.is_joint_explicit(leader) {
+                    cluster.leave_joint(leader)?;
+                }
+                pending = cluster.propose_on_leader().or(pending);
+            }
+        }
+    }
+    Err(format!("no proposal committed within {} ticks of healing", cluster.config.liveness_ticks))
+}
+
+/// Durability: every acknowledged write is applied on every member.
+fn wait_until_all_applied(cluster: &mut Cluster, deadline: u64, final_value: u64) -> Result<(), String> {
+    let final_index = cluster.acknowledged[&final_value];
+    loop {
+        let leader = cluster.leader();
+        let lagging = leader.map(|l| {
+            cluster.members(l).into_iter().filter(|id| cluster.nodes[id].disk.applied < final_index).collect::<Vec<_>>()
+        });
+        if let (Some(leader), Some(lagging)) = (leader, lagging) {
+            if lagging.is_empty() {
+                return check_acknowledged(cluster, leader);
+            }
+        }
+        if cluster.time >= deadline {
+            return Err(format!(
+                "members did not apply index {final_index} within {} ticks of healing (leader {leader:?})",
+                cluster.config.liveness_ticks
+            ));
+        }
+        cluster.step()?;
+    }
+}
+
+fn check_acknowledged(cluster: &Cluster, leader: NodeId) -> Result<(), String> {
+    for id in cluster.members(leader) {
+        let state_machine = &cluster.nodes[&id].state_machine;
+        for (&value, &index) in &cluster.acknowledged {
+            if state_machine.get(&index) != Some(&value) {
+                return Err(format!("acknowledged write {value} at {index} is missing on node {id}"));
+            }
+        }
+    }
+    Ok(())
+}
