@@ -107,7 +107,7 @@ impl Cluster {
         let mut tick_phase = HashMap::new();
         for id in 1..=config.nodes as u64 {
             let seed = rng.next_u64();
-            nodes.insert(NodeId(id), SimNode::bootstrap(NodeId(id), &voters, seed, config.read_mode));
+            nodes.insert(NodeId(id), SimNode::bootstrap(NodeId(id), &voters, seed, config.node_settings()));
             tick_phase.insert(NodeId(id), rng.range(0, TIME_UNITS_PER_TICK));
         }
         let initial = config.nodes;
@@ -502,7 +502,7 @@ impl Cluster {
             for single in &change.changes {
                 if !self.nodes.contains_key(&single.node) {
                     let seed = self.rng.next_u64();
-                    let node = SimNode::empty(single.node, seed, self.config.read_mode);
+                    let node = SimNode::empty(single.node, seed, self.config.node_settings());
                     self.tick_phase.insert(single.node, self.rng.range(0, TIME_UNITS_PER_TICK));
                     self.nodes.insert(single.node, node);
                 }
@@ -575,6 +575,27 @@ impl Cluster {
     /// Members of the configuration the leader has applied.
     pub fn members(&self, leader: NodeId) -> Vec<NodeId> {
         self.nodes[&leader].conf_state.voters.iter().chain(self.nodes[&leader].conf_state.learners.iter()).copied().collect()
+    }
+
+    pub fn term_of(&self, id: NodeId) -> Term {
+        self.nodes[&id].raw.as_ref().map_or(Term::ZERO, |r| r.status().hard_state.term)
+    }
+
+    pub fn describe_nodes(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| match &node.raw {
+                None => format!("node {id}: down"),
+                Some(raw) => {
+                    let s = raw.status();
+                    format!(
+                        "node {id}: {:?} term={} vote={:?} leader={:?} commit={} applied={} log=[{}, {}] conf={:?} progress={:?}",
+                        s.soft_state.role, s.hard_state.term, s.hard_state.vote, s.soft_state.leader,
+                        s.hard_state.commit, s.applied, s.first_index, s.last_index, s.conf_state, s.progress
+                    )
+                }
+            })
+            .collect()
     }
 
     pub fn check_all_logs(&self) -> Result<(), Violation> {

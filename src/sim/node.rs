@@ -49,7 +49,7 @@ pub struct SimNode {
     pub disk: Disk,
     pub incarnation: u64,
     seed: u64,
-    read_mode: ReadMode,
+    settings: NodeSettings,
     /// In-memory copy of the applied state (equals the disk's after each Ready).
     pub state_machine: StateMachine,
     pub conf_state: ConfState,
@@ -83,6 +83,14 @@ pub fn decode_state_machine(data: &[u8]) -> StateMachine {
         .collect()
 }
 
+/// The core settings the run varies.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSettings {
+    pub read_mode: ReadMode,
+    pub max_message_bytes: u64,
+    pub max_inflight_messages: usize,
+}
+
 /// The index and term every initial member's log starts at: the initial
 /// configuration is a snapshot, so a node added later gets it (and all
 /// later history) from the leader as a snapshot.
@@ -90,7 +98,7 @@ pub const BOOTSTRAP_INDEX: LogIndex = LogIndex(1);
 
 impl SimNode {
     /// A member of the initial configuration.
-    pub fn bootstrap(id: NodeId, voters: &ConfState, seed: u64, read_mode: ReadMode) -> SimNode {
+    pub fn bootstrap(id: NodeId, voters: &ConfState, seed: u64, settings: NodeSettings) -> SimNode {
         let mut disk = Disk::default();
         let metadata = SnapshotMetadata { index: BOOTSTRAP_INDEX, term: Term(1), conf_state: voters.clone() };
         let snapshot = Snapshot { metadata, data: encode_state_machine(&StateMachine::new()) };
@@ -98,22 +106,22 @@ impl SimNode {
         disk.hard_state = HardState { term: Term(1), vote: None, commit: BOOTSTRAP_INDEX };
         disk.conf_state = voters.clone();
         disk.applied = BOOTSTRAP_INDEX;
-        SimNode::from_disk(id, disk, seed, read_mode)
+        SimNode::from_disk(id, disk, seed, settings)
     }
 
     /// A node added later: empty, waiting for the leader to contact it.
-    pub fn empty(id: NodeId, seed: u64, read_mode: ReadMode) -> SimNode {
-        SimNode::from_disk(id, Disk::default(), seed, read_mode)
+    pub fn empty(id: NodeId, seed: u64, settings: NodeSettings) -> SimNode {
+        SimNode::from_disk(id, Disk::default(), seed, settings)
     }
 
-    fn from_disk(id: NodeId, disk: Disk, seed: u64, read_mode: ReadMode) -> SimNode {
+    fn from_disk(id: NodeId, disk: Disk, seed: u64, settings: NodeSettings) -> SimNode {
         let mut node = SimNode {
             id,
             raw: None,
             disk,
             incarnation: 0,
             seed,
-            read_mode,
+            settings,
             state_machine: StateMachine::new(),
             conf_state: ConfState::default(),
         };
@@ -143,9 +151,9 @@ impl SimNode {
         let mut config = Config::new(self.id);
         config.random_seed = self.seed.wrapping_mul(31).wrapping_add(self.incarnation);
         config.applied = self.disk.applied;
-        config.read_mode = self.read_mode;
-        config.max_inflight_messages = 4;
-        config.max_size_per_message_bytes = 256;
+        config.read_mode = self.settings.read_mode;
+        config.max_inflight_messages = self.settings.max_inflight_messages;
+        config.max_size_per_message_bytes = self.settings.max_message_bytes;
         config.max_committed_size_per_ready_bytes = 512;
         let raw = RawNode::new(config, self.disk.store.clone(), self.disk.hard_state, &self.disk.conf_state)
             .expect("a node restarts from what it persisted");
