@@ -154,10 +154,7 @@ impl LogStore for MemoryLogStore {
         if index < self.offset {
             return Err(StorageError::Compacted(index));
         }
-        self.entries
-            .get((index - self.first_index()) as usize)
-            .map(|e| e.term)
-            .ok_or(StorageError::Unavailable(index))
+        self.entries.get((index - self.first_index()) as usize).map(|e| e.term).ok_or(StorageError::Unavailable(index))
     }
 
     fn first_index(&self) -> LogIndex {

@@ -8,8 +8,8 @@ use super::progress::ProgressState;
 use super::raft::{Config, Raft, Role};
 use super::tracker::Configuration;
 use super::types::{
-    ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, Message, NodeId, ProposalId, ReadState,
-    Snapshot, Term,
+    ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, Message, NodeId, ProposalId, ReadState, Snapshot,
+    Term,
 };
 
 /// Volatile state the runtime may want to react to.
@@ -125,8 +125,12 @@ impl<S: LogStore> RawNode<S> {
         }
         // Reject now what would be rejected at apply time.
         raft.tracker.config.apply(&change)?;
+        let leave = change.is_leave_joint();
         let id = self.append_proposal(EntryPayload::ConfChange(change))?;
         self.raft.pending_conf_index = id.index;
+        if leave {
+            self.raft.leave_joint_index = id.index;
+        }
         Ok(id)
     }
 
@@ -201,6 +205,8 @@ impl<S: LogStore> RawNode<S> {
         let next = raft.tracker.config.apply(change)?;
         let next_index = raft.log.last_index().next();
         raft.tracker.set_config(next, next_index);
+        // A new configuration: any leave entry seen so far left an older one.
+        raft.leave_joint_index = LogIndex::ZERO;
         self.after_config_change();
         Ok(self.raft.tracker.config.to_conf_state())
     }
@@ -342,6 +348,7 @@ impl<S: LogStore> RawNode<S> {
             let entry = Entry { term: raft.term, index, payload: EntryPayload::ConfChange(ConfChange::leave_joint()) };
             raft.log.append(&[entry]);
             raft.pending_conf_index = index;
+            raft.leave_joint_index = index;
             raft.broadcast_append();
         }
     }

@@ -126,6 +126,11 @@ pub struct Raft<S: LogStore> {
     /// The index of the newest conf change this leader appended; no other
     /// may be proposed until it is applied.
     pub(super) pending_conf_index: LogIndex,
+    /// Once the leader's log holds the entry that leaves the current joint
+    /// configuration: that entry's index, or this term's first entry if the
+    /// leave came from an earlier term (ZERO otherwise). Voters of the
+    /// outgoing half only get entries up to it; see `send_limit`.
+    pub(super) leave_joint_index: LogIndex,
     pub(super) read_only: ReadOnly,
     /// Read requests that arrived before this leader committed an entry of
     /// its own term (its commit index may be stale until then).
@@ -165,6 +170,7 @@ impl<S: LogStore> Raft<S> {
             tracker,
             lead_transferee: None,
             pending_conf_index: LogIndex::ZERO,
+            leave_joint_index: LogIndex::ZERO,
             read_only: ReadOnly::default(),
             reads_awaiting_commit: Vec::new(),
             read_states: Vec::new(),
@@ -272,6 +278,7 @@ impl<S: LogStore> Raft<S> {
         self.lead_transferee = None;
         self.tracker.votes.clear();
         self.pending_conf_index = LogIndex::ZERO;
+        self.leave_joint_index = LogIndex::ZERO;
         self.read_only = ReadOnly::default();
         self.reads_awaiting_commit.clear();
         let next_index = self.log.last_index().next();
@@ -321,9 +328,40 @@ impl<S: LogStore> Raft<S> {
         // Conf changes of earlier terms may be in the uncommitted tail; allow
         // no new one until everything up to here is applied.
         self.pending_conf_index = self.log.last_index();
+        let inherited_leave = self.find_leave_joint_entry();
         // §5.4.2: commit earlier terms' entries by committing one of ours.
         let index = self.log.last_index().next();
         self.log.append(&[Entry { term: self.term, index, payload: EntryPayload::Normal(Vec::new()) }]);
+        // An inherited leave entry commits only with this term's first entry,
+        // so outgoing voters must get that far (the limit must be an entry
+        // of the current term, or nothing past it could ever commit).
+        if inherited_leave != LogIndex::ZERO {
+            self.leave_joint_index = index;
+        }
+    }
+
+    /// A leave-joint entry in the unapplied tail (a new leader inherits it).
+    fn find_leave_joint_entry(&self) -> LogIndex {
+        if !self.tracker.config.voters.is_joint() || self.log.applied >= self.log.last_index() {
+            return LogIndex::ZERO;
+        }
+        let low = self.log.applied.next().max(self.log.first_index());
+        let Ok(entries) = self.log.slice(low, self.log.last_index().next(), u64::MAX) else { return LogIndex::ZERO };
+        let is_leave = |e: &&Entry| matches!(&e.payload, EntryPayload::ConfChange(c) if c.is_leave_joint());
+        entries.iter().rev().find(is_leave).map_or(LogIndex::ZERO, |e| e.index)
+    }
+
+    /// How far a peer may be sent entries. Voters that only the outgoing
+    /// half of a joint configuration has get nothing past the entry that
+    /// leaves it. Otherwise they could hold a longer log than every member
+    /// of the new configuration; after the leave commits they apply their
+    /// removal and never campaign, yet until the members apply the leave
+    /// too an election needs their votes, which go only to a candidate at
+    /// least as up to date: no one could be elected.
+    pub(super) fn send_limit(&self, to: NodeId) -> Option<LogIndex> {
+        let voters = &self.tracker.config.voters;
+        let outgoing_only = voters.is_joint() && !voters.incoming.contains(&to);
+        (outgoing_only && self.leave_joint_index != LogIndex::ZERO).then_some(self.leave_joint_index)
     }
 
     // ---- elections ----
@@ -450,8 +488,17 @@ impl<S: LogStore> Raft<S> {
             MessageKind::AppendEntries | MessageKind::Heartbeat if check_quorum || pre_vote => {
                 self.send(Message::new(MessageKind::AppendEntriesResponse, self.id, message.from, self.term));
             }
-            MessageKind::RequestPreVote => {
-                let mut response = Message::new(MessageKind::RequestPreVoteResponse, self.id, message.from, self.term);
+            // Unlike etcd, answer a stale vote request too: a candidate that
+            // never hears a newer term can trail forever behind voters whose
+            // terms a removed-but-unaware node keeps raising (the simulator
+            // found such a group that could not elect a leader).
+            MessageKind::RequestPreVote | MessageKind::RequestVote => {
+                let kind = if message.kind == MessageKind::RequestPreVote {
+                    MessageKind::RequestPreVoteResponse
+                } else {
+                    MessageKind::RequestVoteResponse
+                };
+                let mut response = Message::new(kind, self.id, message.from, self.term);
                 response.reject = true;
                 self.send(response);
             }

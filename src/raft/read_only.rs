@@ -57,10 +57,7 @@ impl ReadOnly {
         let Some(position) = self.queue.iter().position(|c| c.as_slice() == context) else {
             return Vec::new();
         };
-        self.queue
-            .drain(..=position)
-            .map(|c| self.pending.remove(&c).expect("queue and pending agree"))
-            .collect()
+        self.queue.drain(..=position).map(|c| self.pending.remove(&c).expect("queue and pending agree")).collect()
     }
 
     /// The context of the newest pending read, sent with each heartbeat.

@@ -194,7 +194,12 @@ impl<S: LogStore> Raft<S> {
         }
         let next = progress.next_index;
         let prev_term = self.log.term(next.prev());
-        let entries = self.log.entries_from(next, self.config.max_size_per_message_bytes);
+        let max_size = self.config.max_size_per_message_bytes;
+        let entries = match self.send_limit(to) {
+            Some(limit) if next > limit => Ok(Vec::new()),
+            Some(limit) => self.log.slice(next, limit.next(), max_size),
+            None => self.log.entries_from(next, max_size),
+        };
         let (Ok(prev_term), Ok(entries)) = (prev_term, entries) else {
             return self.send_snapshot(to);
         };

@@ -31,10 +31,12 @@ pub type Violation = String;
 
 fn digest(entry: &Entry) -> u64 {
     match &entry.payload {
-        EntryPayload::Normal(data) => data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
-        }),
-        EntryPayload::ConfChange(change) => format!("{change:?}").bytes().fold(7u64, |h, b| h.wrapping_mul(31) ^ b as u64),
+        EntryPayload::Normal(data) => {
+            data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+        }
+        EntryPayload::ConfChange(change) => {
+            format!("{change:?}").bytes().fold(7u64, |h, b| h.wrapping_mul(31) ^ b as u64)
+        }
     }
 }
 
@@ -125,7 +127,12 @@ impl Checker {
 
     /// Commit never goes backwards within an incarnation; applied never
     /// goes backwards at all (it is persisted with the state machine).
-    pub fn check_progress(&mut self, node: NodeId, incarnation: u64, raw: &RawNode<MemoryLogStore>) -> Result<(), Violation> {
+    pub fn check_progress(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        raw: &RawNode<MemoryLogStore>,
+    ) -> Result<(), Violation> {
         let status = raw.status();
         let commit = status.hard_state.commit;
         if let Some(&(seen_incarnation, seen)) = self.commits.get(&node) {
@@ -165,7 +172,10 @@ pub fn check_log_matching(logs: &[(NodeId, Vec<Entry>)]) -> Result<(), Violation
             for entry in log_a.iter().take_while(|e| e.index <= last_match.index) {
                 if let Some(other) = by_index.get(&entry.index) {
                     if *other != entry {
-                        return Err(format!("logs of {a} and {b} match at {} but differ at {}", last_match.index, entry.index));
+                        return Err(format!(
+                            "logs of {a} and {b} match at {} but differ at {}",
+                            last_match.index, entry.index
+                        ));
                     }
                 }
             }

@@ -97,6 +97,10 @@ pub struct Cluster {
     pub trace: Vec<String>,
     /// Whether faults are injected (off once the run heals).
     chaos: bool,
+    /// Per directed link, when its last message is due (FIFO after heal).
+    last_delivery: HashMap<(NodeId, NodeId), u64>,
+    /// A leader chosen to crash at a time: (leader, term, time).
+    doomed_leader: Option<(NodeId, Term, u64)>,
 }
 
 impl Cluster {
@@ -133,6 +137,8 @@ impl Cluster {
             stats: Stats::default(),
             trace: Vec::new(),
             chaos: true,
+            doomed_leader: None,
+            last_delivery: HashMap::new(),
         }
     }
 
@@ -220,15 +226,27 @@ impl Cluster {
             return;
         }
         let copies = if lossy && self.rng.chance(self.config.duplicate_per_million) { 2 } else { 1 };
-        for _ in 0..copies {
-            let delay = if self.chaos && self.rng.chance(20_000) {
+        for copy in 0..copies {
+            let delay = if copy == 1 {
+                // A duplicate shows up late (a retransmission after a
+                // reconnect): up to 40 ticks, across several terms.
+                self.rng.range(1, 40 * TIME_UNITS_PER_TICK)
+            } else if self.chaos && self.rng.chance(self.config.long_delay_per_million) {
                 self.rng.range(1, 8 * self.config.max_delay)
             } else {
                 self.rng.range(1, self.config.max_delay + 1)
             };
             self.sequence += 1;
+            let mut deliver_at = self.time + delay;
+            if !self.chaos {
+                // A healed network is what the transport gives: one ordered
+                // stream per peer. Reordering is a fault of the chaos phase.
+                let last = self.last_delivery.entry((from, to)).or_insert(0);
+                deliver_at = deliver_at.max(*last);
+                *last = deliver_at;
+            }
             let in_flight =
-                InFlight { deliver_at: self.time + delay, sequence: self.sequence, from, to, message: MessageBox(message.clone()) };
+                InFlight { deliver_at, sequence: self.sequence, from, to, message: MessageBox(message.clone()) };
             self.network.push(Reverse(in_flight));
         }
     }
@@ -398,6 +416,7 @@ impl Cluster {
                 self.nodes.get_mut(&id).expect("up").crash();
             }
         }
+        self.maybe_crash_new_leader();
         if self.rng.chance(c.restart_per_million) {
             self.restart_one()?;
         }
@@ -429,6 +448,33 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Picks some new leaders to crash a few ticks into their term.
+    fn maybe_crash_new_leader(&mut self) {
+        let Some(id) = self.leader() else { return };
+        let term = self.term_of(id);
+        match self.doomed_leader {
+            Some((doomed, doomed_term, at)) if (doomed, doomed_term) == (id, term) => {
+                if self.time >= at {
+                    self.log(format!("crash leader {id} of term {term}"));
+                    self.stats.crashes += 1;
+                    self.nodes.get_mut(&id).expect("up").crash();
+                    self.doomed_leader = None;
+                }
+            }
+            Some((_, doomed_term, _)) if doomed_term >= term => {}
+            _ => {
+                self.doomed_leader = None;
+                if self.rng.chance(self.config.short_lived_leader_per_million) {
+                    let at = self.time + self.rng.range(1, 4 * TIME_UNITS_PER_TICK);
+                    self.doomed_leader = Some((id, term, at));
+                } else {
+                    // Remember the decision for this term.
+                    self.doomed_leader = Some((id, term, u64::MAX));
+                }
+            }
+        }
     }
 
     fn restart_one(&mut self) -> Result<(), Violation> {
@@ -490,11 +536,8 @@ impl Cluster {
         let conf = self.nodes[&leader].raw.as_ref().expect("leader is up").configuration();
         let voters: Vec<NodeId> = conf.voters.incoming.iter().copied().collect();
         let learners: Vec<NodeId> = conf.learners.iter().copied().collect();
-        let change = if conf.voters.is_joint() {
-            ConfChange::leave_joint()
-        } else {
-            self.pick_change(&voters, &learners)
-        };
+        let change =
+            if conf.voters.is_joint() { ConfChange::leave_joint() } else { self.pick_change(&voters, &learners) };
         let proposed = self.nodes.get_mut(&leader).expect("up").raw().propose_conf_change(change.clone());
         if proposed.is_ok() {
             self.stats.conf_changes += 1;
@@ -522,17 +565,34 @@ impl Cluster {
         };
         let single = |kind, node| ConfChangeSingle { kind, node };
         let victim = *self.rng.pick(voters).expect("a leader has voters");
-        let changes = match (learners.first(), voters.len()) {
-            (None, n) if n <= 3 || self.rng.chance(500_000) => {
+        let changes = match (learners, voters.len()) {
+            (l, n) if l.len() < 2 && ((l.is_empty() && n <= 3) || self.rng.chance(400_000)) => {
                 let id = NodeId(self.next_node_id);
                 self.next_node_id += 1;
                 vec![single(ConfChangeKind::AddLearner, id)]
             }
-            (Some(&learner), n) if n < 5 && self.rng.chance(500_000) => vec![single(ConfChangeKind::AddVoter, learner)],
-            (Some(&learner), _) => {
-                vec![single(ConfChangeKind::AddVoter, learner), single(ConfChangeKind::RemoveNode, victim)]
+            // Replace two voters at once: the incoming majority can then be
+            // disjoint from the outgoing one, which only joint consensus
+            // (both majorities for commit and election) keeps safe.
+            ([a, b, ..], n) if n >= 3 && self.rng.chance(500_000) => {
+                let second = *self.rng.pick(voters).expect("a leader has voters");
+                let second = if second == victim {
+                    voters.iter().copied().find(|&v| v != victim).expect("3 voters")
+                } else {
+                    second
+                };
+                vec![
+                    single(ConfChangeKind::AddVoter, *a),
+                    single(ConfChangeKind::AddVoter, *b),
+                    single(ConfChangeKind::RemoveNode, victim),
+                    single(ConfChangeKind::RemoveNode, second),
+                ]
             }
-            (None, _) => vec![single(ConfChangeKind::RemoveNode, victim)],
+            ([learner, ..], n) if n < 5 && self.rng.chance(500_000) => vec![single(ConfChangeKind::AddVoter, *learner)],
+            ([learner, ..], _) => {
+                vec![single(ConfChangeKind::AddVoter, *learner), single(ConfChangeKind::RemoveNode, victim)]
+            }
+            ([], _) => vec![single(ConfChangeKind::RemoveNode, victim)],
         };
         let transition = if changes.len() > 1 && transition == ConfChangeTransition::Auto {
             ConfChangeTransition::JointAutoLeave
@@ -574,7 +634,13 @@ impl Cluster {
 
     /// Members of the configuration the leader has applied.
     pub fn members(&self, leader: NodeId) -> Vec<NodeId> {
-        self.nodes[&leader].conf_state.voters.iter().chain(self.nodes[&leader].conf_state.learners.iter()).copied().collect()
+        self.nodes[&leader]
+            .conf_state
+            .voters
+            .iter()
+            .chain(self.nodes[&leader].conf_state.learners.iter())
+            .copied()
+            .collect()
     }
 
     pub fn term_of(&self, id: NodeId) -> Term {

@@ -32,10 +32,18 @@ pub struct SimConfig {
     /// every acknowledged write applied on every member.
     pub liveness_ticks: u64,
     pub max_delay: u64,
+    /// Messages held back for up to 8 x `max_delay` (two election timeouts):
+    /// stale votes and appends from older terms arrive in newer ones.
+    pub long_delay_per_million: u32,
     pub loss_per_million: u32,
     pub duplicate_per_million: u32,
     pub crash_per_million: u32,
     pub crash_mid_ready_per_million: u32,
+    /// Chance that a newly elected leader crashes within a few ticks:
+    /// short reigns leave partly replicated tails of many terms, which is
+    /// what Figure 8 of the Raft paper needs (a random crash rarely hits the
+    /// leader at the right moment).
+    pub short_lived_leader_per_million: u32,
     pub restart_per_million: u32,
     pub partition_per_million: u32,
     pub heal_per_million: u32,
@@ -49,6 +57,10 @@ pub struct SimConfig {
     /// is about 32): small values force partial replication.
     pub max_message_bytes: u64,
     pub max_inflight_messages: usize,
+    /// Elections without pre-vote in some runs: simultaneous candidates
+    /// and stale votes are far more common there.
+    pub pre_vote: bool,
+    pub check_quorum: bool,
     pub verbose: bool,
 }
 
@@ -57,21 +69,23 @@ impl SimConfig {
     /// lease reads in a quarter of the runs.
     pub fn for_seed(seed: u64) -> SimConfig {
         let mut rng = Rng::new(seed ^ 0xC0FF_EE00);
-        let read_mode = if rng.chance(250_000) {
-            ReadMode::Lease { clock_drift_bound_ticks: 2 }
-        } else {
-            ReadMode::Safe
-        };
+        let read_mode =
+            if rng.chance(250_000) { ReadMode::Lease { clock_drift_bound_ticks: 2 } } else { ReadMode::Safe };
+        // 1 byte: one entry per message, so acknowledgements cover every
+        // prefix of a long tail (Figure 8 needs that).
+        let max_message_bytes = *rng.pick(&[1, 64, 256, 4096]).expect("non-empty");
         SimConfig {
             seed,
             nodes: if rng.chance(500_000) { 3 } else { 5 },
             chaos_ticks: 400,
             liveness_ticks: 300,
             max_delay: rng.range(2, 25),
+            long_delay_per_million: if rng.chance(300_000) { rng.range(50_000, 300_000) as u32 } else { 20_000 },
             loss_per_million: rng.range(0, 100_000) as u32,
             duplicate_per_million: rng.range(0, 50_000) as u32,
             crash_per_million: rng.range(0, 1_500) as u32,
             crash_mid_ready_per_million: rng.range(0, 2_000) as u32,
+            short_lived_leader_per_million: if rng.chance(300_000) { rng.range(200_000, 800_000) as u32 } else { 0 },
             restart_per_million: 4_000,
             partition_per_million: rng.range(0, 2_000) as u32,
             heal_per_million: 3_000,
@@ -81,8 +95,16 @@ impl SimConfig {
             propose_per_million: rng.range(20_000, 150_000) as u32,
             read_per_million: rng.range(0, 30_000) as u32,
             read_mode,
-            max_message_bytes: *rng.pick(&[64, 256, 4096]).expect("non-empty"),
-            max_inflight_messages: *rng.pick(&[1, 4, 64]).expect("non-empty"),
+            max_message_bytes,
+            // One entry per round trip cannot keep up with the clients.
+            max_inflight_messages: *rng
+                .pick(if max_message_bytes == 1 { &[4, 64] } else { &[1, 4, 64] })
+                .expect("non-empty"),
+            pre_vote: rng.chance(700_000),
+            // Always on: without it (and without pre-vote) a node removed
+            // before it learned so campaigns forever and starves liveness,
+            // which the thesis (4.2.3) solves exactly this way.
+            check_quorum: true,
             verbose: false,
         }
     }
@@ -94,6 +116,8 @@ impl SimConfig {
             read_mode: self.read_mode,
             max_message_bytes: self.max_message_bytes,
             max_inflight_messages: self.max_inflight_messages,
+            pre_vote: self.pre_vote,
+            check_quorum: self.check_quorum,
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::raft::{
-    Config, ConfState, EntryPayload, HardState, LogIndex, LogStore, MemoryLogStore, Message, NodeId, RawNode,
-    ReadMode, ReadState, Ready, Snapshot, SnapshotMetadata, StorageError, Term,
+    ConfState, Config, EntryPayload, HardState, LogIndex, LogStore, MemoryLogStore, Message, NodeId, RawNode, ReadMode,
+    ReadState, Ready, Snapshot, SnapshotMetadata, StorageError, Term,
 };
 
 /// The replicated state machine: user values by the index that applied them.
@@ -89,6 +89,8 @@ pub struct NodeSettings {
     pub read_mode: ReadMode,
     pub max_message_bytes: u64,
     pub max_inflight_messages: usize,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
 }
 
 /// The index and term every initial member's log starts at: the initial
@@ -155,6 +157,8 @@ impl SimNode {
         config.max_inflight_messages = self.settings.max_inflight_messages;
         config.max_size_per_message_bytes = self.settings.max_message_bytes;
         config.max_committed_size_per_ready_bytes = 512;
+        config.pre_vote = self.settings.pre_vote;
+        config.check_quorum = self.settings.check_quorum;
         let raw = RawNode::new(config, self.disk.store.clone(), self.disk.hard_state, &self.disk.conf_state)
             .expect("a node restarts from what it persisted");
         self.state_machine = self.disk.state_machine.clone();
@@ -213,10 +217,9 @@ impl SimNode {
     /// Step 4: apply committed entries; each with its applied index.
     fn apply(&mut self, ready: &Ready, output: &mut ReadyOutput) {
         if let Some(snapshot) = &ready.snapshot {
-            output.applied.push(Applied::Snapshot {
-                index: snapshot.metadata.index,
-                state_machine: self.state_machine.clone(),
-            });
+            output
+                .applied
+                .push(Applied::Snapshot { index: snapshot.metadata.index, state_machine: self.state_machine.clone() });
         }
         for entry in &ready.committed_entries {
             let mut value = None;
