@@ -11,9 +11,18 @@
 //!   in-memory network with faults; it checks Raft's safety properties after
 //!   every step. Used by the tests and `flotilla sim`.
 //!
-//! Still to come (see DESIGN.md): `storage` (one shared RocksDB),
-//! `kv` (the state machine), `multiraft` (the node runtime), `transport`,
+//! - [`storage`]: the node's one RocksDB: key encoding, every group's log
+//!   store and hard state, group commit (one fsync per batch), snapshots.
+//! - [`kv`]: the replicated state machine: commands, apply, reads.
+//! - [`proto`]: generated gRPC types (client, peer and admin APIs).
+//! - [`bench`]: `flotilla bench` measurements (so far: storage group commit).
+//!
+//! Still to come (see DESIGN.md): `multiraft` (the node runtime), `transport`,
 //! `cluster`, `server`, `client`, metrics and config.
 
+pub mod bench;
+pub mod kv;
+pub mod proto;
 pub mod raft;
 pub mod sim;
+pub mod storage;

@@ -1,12 +1,17 @@
 //! The `flotilla` command line.
 //!
-//! For now it has one subcommand, `sim`, which runs the deterministic Raft
-//! simulator; `server`, `demo`, `kv`, `admin` and `bench` come with the node
-//! runtime (see DESIGN.md).
+//! For now it has `sim`, which runs the deterministic Raft simulator, and
+//! `bench storage`, which measures group commit on this machine's disk;
+//! `server`, `demo`, `kv`, `admin` and the other benchmarks come with the
+//! node runtime (see DESIGN.md).
 
-use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use flotilla::bench::storage::{self as storage_bench, StorageBenchConfig};
 use flotilla::sim::{run, SimConfig};
 
 #[derive(Parser)]
@@ -30,6 +35,40 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Measure one layer of a node on this machine (results: BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        bench: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Append 128-byte entries through group commit (one batch and one
+    /// fsync per event-loop turn) for each group count, and measure the
+    /// disk's plain fsync rate for comparison.
+    Storage {
+        /// Group counts, one run each on a fresh engine.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+        groups: Vec<u64>,
+        /// Proposals in flight in total, spread evenly over the groups.
+        #[arg(long, default_value_t = 256)]
+        clients: usize,
+        /// Measured seconds per run (and for the plain fsync rate).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Unmeasured seconds at the start of each run.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Repeat everything this many times, interleaved, and also report
+        /// the median per group count (a shared disk's speed drifts).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Directory on the disk to measure; a scratch directory is created
+        /// in it and removed afterwards. Default: the system temp dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -43,6 +82,18 @@ fn main() -> Result<()> {
             }
         }
         Command::Sim { seeds, first_seed, seed: None } => simulate(first_seed, seeds)?,
+        Command::Bench { bench: Bench::Storage { groups, clients, seconds, warmup, rounds, dir } } => {
+            let config = StorageBenchConfig {
+                groups,
+                clients,
+                warmup: Duration::try_from_secs_f64(warmup).context("--warmup")?,
+                duration: Duration::try_from_secs_f64(seconds).context("--seconds")?,
+                rounds,
+                dir,
+            };
+            let report = storage_bench::run(&config, |line| eprintln!("{line}"))?;
+            print!("{}", storage_bench::format_report(&report));
+        }
     }
     Ok(())
 }

@@ -1,0 +1,440 @@
+//! Snapshot files: a consistent image of one group's `data` range plus its
+//! applied index, term and membership, stored and sent as a sequence of
+//! checksummed chunks of at most 1 MiB.
+//!
+//! A chunk (the same bytes on disk and on the wire):
+//! `[crc32 of the rest u32][seq u64][kind u8][len u32][payload]`, all BE.
+//! Chunk 0 is `META` (group, index, term, conf state); then `DATA` chunks
+//! carry a byte stream of records `[key len u32][key][value len u32][value]`
+//! (a record may span chunks); the last is `END` (data chunk count, record
+//! count). The receiver checks every checksum and the sequence before it
+//! writes the file, and installing replaces the group's range in one batch.
+//!
+//! Files are written to `*.tmp`, fsynced, renamed, and the directory is
+//! fsynced (etcd #6368); leftovers of a crash are removed on open.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use rocksdb::{Direction, IteratorMode, ReadOptions};
+
+use super::batch::StorageBatch;
+use super::codec::{self, Reader};
+use super::engine::Engine;
+use super::error::{Result, StorageError};
+use super::group::GroupStorage;
+use super::keys::{self, CF_DATA, CF_META, CF_RAFT_STATE};
+use crate::raft::{ConfState, GroupId, LogIndex, SnapshotMetadata, Term};
+
+/// Upper bound of one chunk, header included.
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+const HEADER_BYTES: usize = 4 + 8 + 1 + 4;
+const MAX_PAYLOAD_BYTES: usize = MAX_CHUNK_BYTES - HEADER_BYTES;
+const KIND_META: u8 = 1;
+const KIND_DATA: u8 = 2;
+const KIND_END: u8 = 3;
+
+/// A complete, verified snapshot file.
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+    pub group: GroupId,
+    pub metadata: SnapshotMetadata,
+    pub chunk_count: u64,
+    pub record_count: u64,
+}
+
+/// The node's snapshot directory.
+pub struct SnapshotDir {
+    path: PathBuf,
+}
+
+impl SnapshotDir {
+    /// Opens (creating) the directory and removes half-written files.
+    pub fn open(path: &Path) -> Result<SnapshotDir> {
+        fs::create_dir_all(path).map_err(|e| io_error(path, e))?;
+        for item in fs::read_dir(path).map_err(|e| io_error(path, e))? {
+            let item = item.map_err(|e| io_error(path, e))?;
+            if item.path().extension().is_some_and(|ext| ext == "tmp") {
+                fs::remove_file(item.path()).map_err(|e| io_error(&item.path(), e))?;
+            }
+        }
+        Ok(SnapshotDir { path: path.to_path_buf() })
+    }
+
+    fn file_path(&self, group: GroupId, index: LogIndex, term: Term, received: bool) -> PathBuf {
+        let origin = if received { "received" } else { "built" };
+        self.path.join(format!("{:016x}-{:016x}-{:016x}-{origin}.snap", group.0, term.0, index.0))
+    }
+
+    /// Builds a snapshot of the group from one consistent RocksDB snapshot
+    /// (data, apply state and configuration as of the same instant), then
+    /// removes the group's older built files.
+    pub fn build(&self, engine: &Engine, group: GroupId) -> Result<SnapshotFile> {
+        let image = engine.db().snapshot();
+        let read = |cf: &'static str, key: &[u8]| image.get_cf(engine.cf(cf), key);
+        let applied = read(CF_META, &keys::apply_state_key(group))?
+            .or(read(CF_RAFT_STATE, &keys::state_key(group, keys::STATE_TRUNCATED))?)
+            .ok_or_else(|| StorageError::InvalidWrite { group, detail: "no such group to snapshot".into() })?;
+        let (index, term) = codec::decode_index_term(group, "apply state", &applied)?;
+        let conf_state = match read(CF_RAFT_STATE, &keys::state_key(group, keys::STATE_CONF))? {
+            Some(bytes) => codec::decode_conf_state(group, &bytes)?,
+            None => ConfState::default(),
+        };
+        let metadata = SnapshotMetadata { index, term, conf_state };
+        let path = self.file_path(group, index, term, false);
+        let mut writer = ChunkWriter::create(&path)?;
+        writer.write_chunk(KIND_META, &encode_meta(group, &metadata))?;
+        let (from, to) = group_data_range(group)?;
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(to);
+        let iter = image.iterator_cf_opt(engine.cf(CF_DATA), options, IteratorMode::From(&from, Direction::Forward));
+        let mut stream = Vec::with_capacity(MAX_PAYLOAD_BYTES);
+        let mut records = 0u64;
+        for item in iter {
+            let (key, value) = item?;
+            let user_key = &key[8..];
+            stream.extend_from_slice(&(user_key.len() as u32).to_be_bytes());
+            stream.extend_from_slice(user_key);
+            stream.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            stream.extend_from_slice(&value);
+            records += 1;
+            while stream.len() >= MAX_PAYLOAD_BYTES {
+                let rest = stream.split_off(MAX_PAYLOAD_BYTES);
+                writer.write_chunk(KIND_DATA, &stream)?;
+                stream = rest;
+            }
+        }
+        if !stream.is_empty() {
+            writer.write_chunk(KIND_DATA, &stream)?;
+        }
+        let data_chunks = writer.next_seq - 1;
+        writer.write_chunk(KIND_END, &[data_chunks.to_be_bytes(), records.to_be_bytes()].concat())?;
+        let chunk_count = writer.finish(&path)?;
+        self.remove_older(group, &path)?;
+        Ok(SnapshotFile { path, group, metadata, chunk_count, record_count: records })
+    }
+
+    /// Starts receiving a snapshot of `group` chunk by chunk.
+    pub fn receive(&self, group: GroupId) -> Result<SnapshotReceiver> {
+        let temp = self.path.join(format!("{:016x}-incoming.tmp", group.0));
+        Ok(SnapshotReceiver {
+            group,
+            final_dir: self.path.clone(),
+            writer: Some(ChunkWriter::create(&temp)?),
+            temp,
+            metadata: None,
+            data_chunks: 0,
+            records: RecordCounter::default(),
+            ended: None,
+        })
+    }
+
+    /// Removes every file of `group` except `keep`.
+    pub fn remove_older(&self, group: GroupId, keep: &Path) -> Result<()> {
+        let prefix = format!("{:016x}-", group.0);
+        for item in fs::read_dir(&self.path).map_err(|e| io_error(&self.path, e))? {
+            let path = item.map_err(|e| io_error(&self.path, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with(&prefix) && name.ends_with(".snap") && path != keep {
+                fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl SnapshotFile {
+    /// The file's chunks in order, each checked again as it is read.
+    pub fn chunks(&self) -> Result<ChunkReader> {
+        let file = File::open(&self.path).map_err(|e| io_error(&self.path, e))?;
+        Ok(ChunkReader { group: self.group, path: self.path.clone(), file: BufReader::new(file), next_seq: 0 })
+    }
+
+    /// Stages installing this snapshot: the group's data range is replaced,
+    /// and the log, truncated state, apply state and membership are reset
+    /// to the snapshot, all in `batch` (one atomic write, so a crash never
+    /// leaves a gap between the snapshot and the log: Redis-Raft #43).
+    /// Nothing is staged unless every chunk verifies.
+    pub fn stage_install(&self, storage: &mut GroupStorage, batch: &mut StorageBatch) -> Result<()> {
+        let group = storage.group();
+        if group != self.group {
+            return Err(StorageError::InvalidWrite { group, detail: format!("snapshot is of group {}", self.group) });
+        }
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut stream = Vec::new();
+        for chunk in self.chunks()? {
+            let (kind, payload) = chunk?;
+            if kind == KIND_DATA {
+                stream.extend_from_slice(&payload);
+                take_records(&mut stream, &mut pairs);
+            }
+        }
+        if !stream.is_empty() || pairs.len() as u64 != self.record_count {
+            let detail = format!("{} records decoded, {} expected", pairs.len(), self.record_count);
+            return Err(StorageError::BadSnapshotChunk { group, chunk: self.chunk_count, detail });
+        }
+        let engine = storage.engine().clone();
+        let cf = engine.cf(CF_DATA);
+        let (from, to) = group_data_range(group)?;
+        batch.delete_range(cf, from, to);
+        // Commit before applying more entries of this group: later reads
+        // of the batch see these puts but not the range delete before them.
+        for (key, value) in pairs {
+            batch.stage_data(cf, keys::data_key(group, &key), Some(value));
+        }
+        storage.stage_snapshot(batch, &self.metadata)
+    }
+}
+
+fn group_data_range(group: GroupId) -> Result<(Vec<u8>, Vec<u8>)> {
+    match keys::group_range(group) {
+        (from, Some(to)) => Ok((from, to)),
+        (_, None) => Err(StorageError::InvalidWrite { group, detail: "group id u64::MAX is reserved".into() }),
+    }
+}
+
+/// Moves every complete record at the front of `stream` into `pairs`.
+fn take_records(stream: &mut Vec<u8>, pairs: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    let mut used = 0;
+    loop {
+        let mut reader = Reader::new(&stream[used..]);
+        let Ok(key_len) = reader.u32() else { break };
+        let Ok(key) = reader.take(key_len as usize) else { break };
+        let Ok(value_len) = reader.u32() else { break };
+        let Ok(value) = reader.take(value_len as usize) else { break };
+        pairs.push((key.to_vec(), value.to_vec()));
+        used += 8 + key.len() + value.len();
+    }
+    stream.drain(..used);
+}
+
+fn encode_meta(group: GroupId, metadata: &SnapshotMetadata) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&group.0.to_be_bytes());
+    out.extend_from_slice(&codec::encode_index_term(metadata.index, metadata.term));
+    out.extend_from_slice(&codec::encode_conf_state(&metadata.conf_state));
+    out
+}
+
+fn decode_meta(group: GroupId, payload: &[u8]) -> std::result::Result<SnapshotMetadata, String> {
+    let mut reader = Reader::new(payload);
+    let found = reader.u64()?;
+    if found != group.0 {
+        return Err(format!("snapshot is of group {found}"));
+    }
+    let pair = reader.take(17)?;
+    let (index, term) = codec::decode_index_term(group, "snapshot metadata", pair).map_err(|e| e.to_string())?;
+    let conf_state = codec::decode_conf_state(group, reader.rest()).map_err(|e| e.to_string())?;
+    Ok(SnapshotMetadata { index, term, conf_state })
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> StorageError {
+    StorageError::Io { path: path.display().to_string(), source }
+}
+
+fn frame(seq: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out[4..]);
+    out[..4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// Checks one chunk; returns its sequence number, kind and payload.
+fn parse_frame(group: GroupId, chunk: &[u8]) -> Result<(u64, u8, &[u8])> {
+    let bad = |chunk_seq: u64, detail: String| StorageError::BadSnapshotChunk { group, chunk: chunk_seq, detail };
+    if chunk.len() < HEADER_BYTES || chunk.len() > MAX_CHUNK_BYTES {
+        return Err(bad(0, format!("chunk of {} bytes is out of bounds", chunk.len())));
+    }
+    let seq = u64::from_be_bytes(chunk[4..12].try_into().expect("8 bytes"));
+    let stored = u32::from_be_bytes(chunk[..4].try_into().expect("4 bytes"));
+    let computed = crc32fast::hash(&chunk[4..]);
+    if stored != computed {
+        return Err(bad(seq, format!("checksum mismatch (stored {stored:08x}, computed {computed:08x})")));
+    }
+    let len = u32::from_be_bytes(chunk[13..17].try_into().expect("4 bytes")) as usize;
+    if HEADER_BYTES + len != chunk.len() {
+        return Err(bad(seq, format!("payload length {len} disagrees with chunk size {}", chunk.len())));
+    }
+    Ok((seq, chunk[12], &chunk[HEADER_BYTES..]))
+}
+
+struct ChunkWriter {
+    file: BufWriter<File>,
+    path: PathBuf,
+    next_seq: u64,
+}
+
+impl ChunkWriter {
+    fn create(path: &Path) -> Result<ChunkWriter> {
+        let temp = path.with_extension("tmp");
+        let file = File::create(&temp).map_err(|e| io_error(&temp, e))?;
+        Ok(ChunkWriter { file: BufWriter::new(file), path: temp, next_seq: 0 })
+    }
+
+    fn write_chunk(&mut self, kind: u8, payload: &[u8]) -> Result<()> {
+        self.write_frame(&frame(self.next_seq, kind, payload))
+    }
+
+    fn write_frame(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_all(bytes).map_err(|e| io_error(&self.path, e))?;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// Makes the file durable under its final name; returns the chunk count.
+    fn finish(self, final_path: &Path) -> Result<u64> {
+        let file = self.file.into_inner().map_err(|e| io_error(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| io_error(&self.path, e))?;
+        fs::rename(&self.path, final_path).map_err(|e| io_error(final_path, e))?;
+        let dir = final_path.parent().unwrap_or(Path::new("."));
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))?;
+        Ok(self.next_seq)
+    }
+}
+
+/// Reads a snapshot file's chunks, verifying each.
+pub struct ChunkReader {
+    group: GroupId,
+    path: PathBuf,
+    file: BufReader<File>,
+    next_seq: u64,
+}
+
+impl ChunkReader {
+    /// The next raw chunk as it goes on the wire, or `None` at the end.
+    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut header = [0u8; HEADER_BYTES];
+        match self.file.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(io_error(&self.path, e)),
+        }
+        let len = u32::from_be_bytes(header[13..17].try_into().expect("4 bytes")) as usize;
+        if len > MAX_PAYLOAD_BYTES {
+            let detail = format!("payload length {len} is over the limit");
+            return Err(StorageError::BadSnapshotChunk { group: self.group, chunk: self.next_seq, detail });
+        }
+        let mut chunk = header.to_vec();
+        chunk.resize(HEADER_BYTES + len, 0);
+        self.file.read_exact(&mut chunk[HEADER_BYTES..]).map_err(|e| io_error(&self.path, e))?;
+        let (seq, _, _) = parse_frame(self.group, &chunk)?;
+        if seq != self.next_seq {
+            let detail = format!("expected chunk {}", self.next_seq);
+            return Err(StorageError::BadSnapshotChunk { group: self.group, chunk: seq, detail });
+        }
+        self.next_seq += 1;
+        Ok(Some(chunk))
+    }
+}
+
+impl Iterator for ChunkReader {
+    /// (kind, payload) of each verified chunk.
+    type Item = Result<(u8, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_chunk() {
+            Ok(Some(chunk)) => Some(Ok((chunk[12], chunk[HEADER_BYTES..].to_vec()))),
+            Ok(None) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+#[derive(Default)]
+struct RecordCounter {
+    pending: Vec<u8>,
+    count: u64,
+}
+
+impl RecordCounter {
+    fn feed(&mut self, payload: &[u8]) {
+        self.pending.extend_from_slice(payload);
+        let mut pairs = Vec::new();
+        take_records(&mut self.pending, &mut pairs);
+        self.count += pairs.len() as u64;
+    }
+}
+
+/// Receives a snapshot's chunks in order; only a complete, verified
+/// sequence becomes a snapshot file.
+pub struct SnapshotReceiver {
+    group: GroupId,
+    final_dir: PathBuf,
+    temp: PathBuf,
+    /// `None` once finished (the temp file was renamed).
+    writer: Option<ChunkWriter>,
+    metadata: Option<SnapshotMetadata>,
+    data_chunks: u64,
+    records: RecordCounter,
+    /// (data chunk count, record count) announced by the END chunk.
+    ended: Option<(u64, u64)>,
+}
+
+impl SnapshotReceiver {
+    /// Verifies one chunk (checksum, sequence, kind order) and keeps it.
+    pub fn accept(&mut self, chunk: &[u8]) -> Result<()> {
+        let group = self.group;
+        let (seq, kind, payload) = parse_frame(group, chunk)?;
+        let bad = |detail: String| StorageError::BadSnapshotChunk { group, chunk: seq, detail };
+        let writer = self.writer.as_mut().ok_or_else(|| bad("the snapshot is already complete".into()))?;
+        if seq != writer.next_seq {
+            return Err(bad(format!("out of order: expected chunk {}", writer.next_seq)));
+        }
+        match (kind, &self.metadata, self.ended) {
+            (KIND_META, None, None) => self.metadata = Some(decode_meta(group, payload).map_err(bad)?),
+            (KIND_DATA, Some(_), None) => {
+                self.records.feed(payload);
+                self.data_chunks += 1;
+            }
+            (KIND_END, Some(_), None) => {
+                let mut reader = Reader::new(payload);
+                let chunks = reader.u64().map_err(&bad)?;
+                let records = reader.u64().map_err(&bad)?;
+                if chunks != self.data_chunks || records != self.records.count || !self.records.pending.is_empty() {
+                    return Err(bad(format!(
+                        "end announces {chunks} data chunks and {records} records; received {} and {}",
+                        self.data_chunks, self.records.count
+                    )));
+                }
+                self.ended = Some((chunks, records));
+            }
+            _ => return Err(bad(format!("unexpected chunk kind {kind} at this point"))),
+        }
+        writer.write_frame(chunk)
+    }
+
+    /// Makes the received snapshot durable; fails unless the END chunk came.
+    pub fn finish(mut self) -> Result<SnapshotFile> {
+        let group = self.group;
+        let (Some(metadata), Some((_, record_count))) = (self.metadata.clone(), self.ended) else {
+            let detail = "the stream ended before its last chunk".to_string();
+            return Err(StorageError::BadSnapshotChunk { group, chunk: self.data_chunks + 1, detail });
+        };
+        let writer = self.writer.take().expect("not finished twice");
+        let path = self
+            .final_dir
+            .join(format!("{:016x}-{:016x}-{:016x}-received.snap", group.0, metadata.term.0, metadata.index.0));
+        let chunk_count = writer.finish(&path)?;
+        Ok(SnapshotFile { path, group, metadata, chunk_count, record_count })
+    }
+}
+
+impl Drop for SnapshotReceiver {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            // An abandoned or rejected transfer leaves nothing behind.
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
