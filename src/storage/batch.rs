@@ -62,7 +62,8 @@ impl StorageBatch {
         self.entries += count;
     }
 
-    /// Log entries staged in this batch (for metrics and benchmarks).
+    /// Log entries staged in this batch (for metrics and benchmarks); hard
+    /// states, apply states and data writes are not counted.
     pub fn entry_count(&self) -> usize {
         self.entries
     }

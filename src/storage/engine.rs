@@ -165,7 +165,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Durable writes issued since the engine was opened.
+    /// Durable writes issued on the write path (group commits and the
+    /// identity records) since the engine was opened. RocksDB's own flush
+    /// and compaction syncs are not counted.
     pub fn sync_count(&self) -> u64 {
         self.sync_count.load(Ordering::Relaxed)
     }
