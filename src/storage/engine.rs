@@ -178,7 +178,7 @@ impl Engine {
 /// creation never leaves a half-made directory that cannot be opened: the
 /// next start finds no `CURRENT` at `path` and creates it again.
 fn create(path: &Path, node_id: u64, config: &StorageConfig) -> Result<()> {
-    let io = |at: &Path, source| StorageError::Io { path: at.display().to_string(), source };
+    let io = StorageError::io;
     let mut staging = path.as_os_str().to_owned();
     staging.push(".creating");
     let staging = PathBuf::from(staging);
@@ -198,9 +198,15 @@ fn create(path: &Path, node_id: u64, config: &StorageConfig) -> Result<()> {
         engine.write(batch)?;
     }
     // rename(2) replaces an empty directory at `path` atomically.
-    std::fs::rename(&staging, path).map_err(|e| io(path, e))?;
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(|e| io(parent, e))
+    rename_durably(&staging, path)
+}
+
+/// Renames `from` to `to` and fsyncs the parent directory, so the new name
+/// survives a crash (etcd #6368).
+pub(super) fn rename_durably(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| StorageError::io(to, e))?;
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(|e| StorageError::io(parent, e))
 }
 
 fn column_family_options(name: &str, config: &StorageConfig, cache: &Cache) -> Options {

@@ -25,6 +25,10 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> StorageError {
+        StorageError::Io { path: path.display().to_string(), source }
+    }
+
     pub fn corrupt(group: GroupId, index: LogIndex, what: &'static str, detail: impl Into<String>) -> StorageError {
         StorageError::Corrupt { group, index, what, detail: detail.into() }
     }

@@ -115,9 +115,9 @@ impl GroupStorage {
     /// follow the truncated index (Redis-Raft #43 was a gap here).
     fn load_log_bounds(&mut self) -> Result<()> {
         let group = self.group;
-        let (first, _) = keys::log_range(group, LogIndex::ZERO, LogIndex(u64::MAX));
+        let (first, end) = keys::log_range(group, LogIndex::ZERO, LogIndex(u64::MAX));
         let mut options = ReadOptions::default();
-        options.set_iterate_upper_bound(keys::log_key(group, LogIndex(u64::MAX)).to_vec());
+        options.set_iterate_upper_bound(end.to_vec());
         let db = self.engine.db();
         let cf = self.engine.cf(CF_RAFT_LOG);
         let first_key = db.iterator_cf_opt(cf, options, IteratorMode::From(&first, Direction::Forward)).next();
@@ -132,7 +132,6 @@ impl GroupStorage {
         }
         let mut options = ReadOptions::default();
         options.set_iterate_lower_bound(first.to_vec());
-        let end = keys::log_key(group, LogIndex(u64::MAX));
         let (key, value) = db
             .iterator_cf_opt(cf, options, IteratorMode::From(&end, Direction::Reverse))
             .next()

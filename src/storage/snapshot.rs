@@ -21,11 +21,11 @@ use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::batch::StorageBatch;
 use super::codec::{self, Reader};
-use super::engine::Engine;
+use super::engine::{rename_durably, Engine};
 use super::error::{Result, StorageError};
 use super::group::GroupStorage;
 use super::keys::{self, CF_DATA, CF_META, CF_RAFT_STATE};
-use crate::raft::{ConfState, GroupId, LogIndex, SnapshotMetadata, Term};
+use crate::raft::{ConfState, GroupId, SnapshotMetadata};
 
 /// Upper bound of one chunk, header included.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
@@ -53,19 +53,14 @@ pub struct SnapshotDir {
 impl SnapshotDir {
     /// Opens (creating) the directory and removes half-written files.
     pub fn open(path: &Path) -> Result<SnapshotDir> {
-        fs::create_dir_all(path).map_err(|e| io_error(path, e))?;
-        for item in fs::read_dir(path).map_err(|e| io_error(path, e))? {
-            let item = item.map_err(|e| io_error(path, e))?;
+        fs::create_dir_all(path).map_err(|e| StorageError::io(path, e))?;
+        for item in fs::read_dir(path).map_err(|e| StorageError::io(path, e))? {
+            let item = item.map_err(|e| StorageError::io(path, e))?;
             if item.path().extension().is_some_and(|ext| ext == "tmp") {
-                fs::remove_file(item.path()).map_err(|e| io_error(&item.path(), e))?;
+                fs::remove_file(item.path()).map_err(|e| StorageError::io(&item.path(), e))?;
             }
         }
         Ok(SnapshotDir { path: path.to_path_buf() })
-    }
-
-    fn file_path(&self, group: GroupId, index: LogIndex, term: Term, received: bool) -> PathBuf {
-        let origin = if received { "received" } else { "built" };
-        self.path.join(format!("{:016x}-{:016x}-{:016x}-{origin}.snap", group.0, term.0, index.0))
     }
 
     /// Builds a snapshot of the group from one consistent RocksDB snapshot
@@ -83,7 +78,7 @@ impl SnapshotDir {
             None => ConfState::default(),
         };
         let metadata = SnapshotMetadata { index, term, conf_state };
-        let path = self.file_path(group, index, term, false);
+        let path = snapshot_path(&self.path, group, &metadata, "built");
         let mut writer = ChunkWriter::create(&path)?;
         writer.write_chunk(KIND_META, &encode_meta(group, &metadata))?;
         let (from, to) = group_data_range(group)?;
@@ -134,11 +129,11 @@ impl SnapshotDir {
     /// Removes every file of `group` except `keep`.
     pub fn remove_older(&self, group: GroupId, keep: &Path) -> Result<()> {
         let prefix = format!("{:016x}-", group.0);
-        for item in fs::read_dir(&self.path).map_err(|e| io_error(&self.path, e))? {
-            let path = item.map_err(|e| io_error(&self.path, e))?.path();
+        for item in fs::read_dir(&self.path).map_err(|e| StorageError::io(&self.path, e))? {
+            let path = item.map_err(|e| StorageError::io(&self.path, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if name.starts_with(&prefix) && name.ends_with(".snap") && path != keep {
-                fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+                fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
             }
         }
         Ok(())
@@ -152,7 +147,7 @@ impl SnapshotDir {
 impl SnapshotFile {
     /// The file's chunks in order, each checked again as it is read.
     pub fn chunks(&self) -> Result<ChunkReader> {
-        let file = File::open(&self.path).map_err(|e| io_error(&self.path, e))?;
+        let file = File::open(&self.path).map_err(|e| StorageError::io(&self.path, e))?;
         Ok(ChunkReader { group: self.group, path: self.path.clone(), file: BufReader::new(file), next_seq: 0 })
     }
 
@@ -190,6 +185,11 @@ impl SnapshotFile {
         }
         storage.stage_snapshot(batch, &self.metadata)
     }
+}
+
+/// `<group>-<term>-<index>-<origin>.snap`, hex, so names sort by group.
+fn snapshot_path(dir: &Path, group: GroupId, metadata: &SnapshotMetadata, origin: &str) -> PathBuf {
+    dir.join(format!("{:016x}-{:016x}-{:016x}-{origin}.snap", group.0, metadata.term.0, metadata.index.0))
 }
 
 fn group_data_range(group: GroupId) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -234,10 +234,6 @@ fn decode_meta(group: GroupId, payload: &[u8]) -> std::result::Result<SnapshotMe
     Ok(SnapshotMetadata { index, term, conf_state })
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> StorageError {
-    StorageError::Io { path: path.display().to_string(), source }
-}
-
 fn frame(seq: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
     out.extend_from_slice(&[0; 4]);
@@ -278,7 +274,7 @@ struct ChunkWriter {
 impl ChunkWriter {
     fn create(path: &Path) -> Result<ChunkWriter> {
         let temp = path.with_extension("tmp");
-        let file = File::create(&temp).map_err(|e| io_error(&temp, e))?;
+        let file = File::create(&temp).map_err(|e| StorageError::io(&temp, e))?;
         Ok(ChunkWriter { file: BufWriter::new(file), path: temp, next_seq: 0 })
     }
 
@@ -287,18 +283,16 @@ impl ChunkWriter {
     }
 
     fn write_frame(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file.write_all(bytes).map_err(|e| io_error(&self.path, e))?;
+        self.file.write_all(bytes).map_err(|e| StorageError::io(&self.path, e))?;
         self.next_seq += 1;
         Ok(())
     }
 
     /// Makes the file durable under its final name; returns the chunk count.
     fn finish(self, final_path: &Path) -> Result<u64> {
-        let file = self.file.into_inner().map_err(|e| io_error(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| io_error(&self.path, e))?;
-        fs::rename(&self.path, final_path).map_err(|e| io_error(final_path, e))?;
-        let dir = final_path.parent().unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, e))?;
+        let file = self.file.into_inner().map_err(|e| StorageError::io(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| StorageError::io(&self.path, e))?;
+        rename_durably(&self.path, final_path)?;
         Ok(self.next_seq)
     }
 }
@@ -318,7 +312,7 @@ impl ChunkReader {
         match self.file.read_exact(&mut header) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(io_error(&self.path, e)),
+            Err(e) => return Err(StorageError::io(&self.path, e)),
         }
         let len = u32::from_be_bytes(header[13..17].try_into().expect("4 bytes")) as usize;
         if len > MAX_PAYLOAD_BYTES {
@@ -327,7 +321,7 @@ impl ChunkReader {
         }
         let mut chunk = header.to_vec();
         chunk.resize(HEADER_BYTES + len, 0);
-        self.file.read_exact(&mut chunk[HEADER_BYTES..]).map_err(|e| io_error(&self.path, e))?;
+        self.file.read_exact(&mut chunk[HEADER_BYTES..]).map_err(|e| StorageError::io(&self.path, e))?;
         let (seq, _, _) = parse_frame(self.group, &chunk)?;
         if seq != self.next_seq {
             let detail = format!("expected chunk {}", self.next_seq);
@@ -422,9 +416,7 @@ impl SnapshotReceiver {
             return Err(StorageError::BadSnapshotChunk { group, chunk: self.data_chunks + 1, detail });
         };
         let writer = self.writer.take().expect("not finished twice");
-        let path = self
-            .final_dir
-            .join(format!("{:016x}-{:016x}-{:016x}-received.snap", group.0, metadata.term.0, metadata.index.0));
+        let path = snapshot_path(&self.final_dir, group, &metadata, "received");
         let chunk_count = writer.finish(&path)?;
         Ok(SnapshotFile { path, group, metadata, chunk_count, record_count })
     }
