@@ -68,6 +68,10 @@ enum Bench {
         /// in it and removed afterwards. Default: the system temp dir.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Purge a group's applied log once this many entries piled up
+        /// (TiKV's raft-log-gc-threshold is 50).
+        #[arg(long, default_value_t = 64)]
+        purge_after: u64,
     },
 }
 
@@ -82,7 +86,7 @@ fn main() -> Result<()> {
             }
         }
         Command::Sim { seeds, first_seed, seed: None } => simulate(first_seed, seeds)?,
-        Command::Bench { bench: Bench::Storage { groups, clients, seconds, warmup, rounds, dir } } => {
+        Command::Bench { bench: Bench::Storage { groups, clients, seconds, warmup, rounds, dir, purge_after } } => {
             let config = StorageBenchConfig {
                 groups,
                 clients,
@@ -90,6 +94,7 @@ fn main() -> Result<()> {
                 duration: Duration::try_from_secs_f64(seconds).context("--seconds")?,
                 rounds,
                 dir,
+                purge_after_entries: purge_after,
             };
             let report = storage_bench::run(&config, |line| eprintln!("{line}"))?;
             print!("{}", storage_bench::format_report(&report));

@@ -156,19 +156,31 @@ fn assert_killed(status: ExitStatus, lines: &[String], context: &str) {
 // Durability of acknowledged log writes across kill -9.
 
 /// One group's durable state as the parent expects it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct GroupModel {
+    /// As a restart finds it: the commit index is the stored one lifted to
+    /// the applied index (commit-only changes are not written).
     hard_state: HardState,
+    /// The commit index on disk, written only with a term or vote change.
+    /// Not observable on its own, so not compared.
+    stored_commit: u64,
     applied: u64,
     truncated: u64,
     /// Live entries: index -> (term, id of the batch that wrote it).
     entries: BTreeMap<u64, (u64, u64)>,
 }
 
+impl PartialEq for GroupModel {
+    fn eq(&self, other: &GroupModel) -> bool {
+        (self.hard_state, self.applied, self.truncated, &self.entries)
+            == (other.hard_state, other.applied, other.truncated, &other.entries)
+    }
+}
+
 impl GroupModel {
     fn bootstrapped() -> GroupModel {
         let hard_state = HardState { term: Term(1), vote: None, commit: LogIndex(1) };
-        GroupModel { hard_state, applied: 1, truncated: 1, entries: BTreeMap::new() }
+        GroupModel { hard_state, stored_commit: 1, applied: 1, truncated: 1, entries: BTreeMap::new() }
     }
 }
 
@@ -306,8 +318,11 @@ fn apply_summary(model: &mut [GroupModel], summary: &str, stats: &mut Stats) {
         stats.purges += (truncated > m.truncated) as u64;
         m.entries.retain(|&index, _| index < first);
         m.entries.extend((first..first + count).map(|i| (i, (term, batch))));
-        m.hard_state =
-            HardState { term: Term(term), vote: (vote != 0).then_some(NodeId(vote)), commit: LogIndex(commit) };
+        let vote = (vote != 0).then_some(NodeId(vote));
+        if (Term(term), vote) != (m.hard_state.term, m.hard_state.vote) {
+            m.stored_commit = commit;
+        }
+        m.hard_state = HardState { term: Term(term), vote, commit: LogIndex(m.stored_commit.max(applied)) };
         (m.applied, m.truncated) = (applied, truncated);
         m.entries.retain(|&index, _| index > truncated);
     }
@@ -375,7 +390,9 @@ fn read_group(storage: &GroupStorage, context: &str) -> GroupModel {
         previous_term = entry.term;
         entries.insert(index, (entry.term.0, parsed[3]));
     }
-    GroupModel { hard_state, applied: storage.applied().index.0, truncated: truncated.index.0, entries }
+    // The stored commit cannot be read back; equality ignores it.
+    let (applied, truncated) = (storage.applied().index.0, truncated.index.0);
+    GroupModel { hard_state, stored_commit: 0, applied, truncated, entries }
 }
 
 /// The disk must hold exactly the acknowledged state, or that plus the whole
@@ -403,7 +420,8 @@ fn match_recovered(
     };
     if with_in_flight.is_some() && on_disk == with_in_flight {
         stats.in_flight_durable += 1;
-        return on_disk;
+        // The model, not what was read: it also knows the stored commit.
+        return with_in_flight;
     }
     let (Some(acked), Some(disk)) = (&acked, &on_disk) else {
         panic!("{context}: the groups on disk are neither the acknowledged ones nor freshly bootstrapped")

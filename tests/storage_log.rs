@@ -26,6 +26,8 @@ struct Model {
     /// index -> (term, payload) for (truncated, last]
     entries: BTreeMap<u64, (u64, Vec<u8>)>,
     hard_state: HardState,
+    /// The commit index on disk: written only with a term or vote change.
+    stored_commit: LogIndex,
 }
 
 impl Model {
@@ -36,7 +38,15 @@ impl Model {
             applied: point,
             entries: BTreeMap::new(),
             hard_state: HardState { term: Term(1), vote: None, commit: LogIndex(1) },
+            stored_commit: LogIndex(1),
         }
+    }
+
+    /// What a restart finds: commit-only changes were not written, and the
+    /// applied index (stored with the applied data) lifts the stored commit.
+    fn after_restart(mut self) -> Model {
+        self.hard_state.commit = self.stored_commit.max(self.applied.index);
+        self
     }
 
     fn last_index(&self) -> u64 {
@@ -94,7 +104,8 @@ fn step(rng: &mut Rng, store: &mut GroupStorage, batch: &mut StorageBatch, model
         0..=5 => {
             // Append, sometimes overwriting part of the unapplied tail.
             let last = model.last_index();
-            let low = (model.applied.index.0 + 1).max(last.saturating_sub(rng.range(0, 4)));
+            // Never a committed entry, as in Raft.
+            let low = (model.hard_state.commit.0 + 1).max(last.saturating_sub(rng.range(0, 4)));
             let start = if rng.range(0, 3) == 0 { low } else { last + 1 };
             let term = model.hard_state.term.0 + u64::from(start <= last);
             let count = 1 + rng.range(0, 6);
@@ -108,14 +119,19 @@ fn step(rng: &mut Rng, store: &mut GroupStorage, batch: &mut StorageBatch, model
             }
             store.stage_entries(batch, &entries).unwrap();
             next.hard_state = HardState { term: Term(term), vote: Some(NodeId(1)), commit: model.hard_state.commit };
+            if (next.hard_state.term, next.hard_state.vote) != (model.hard_state.term, model.hard_state.vote) {
+                next.stored_commit = next.hard_state.commit;
+            }
             store.stage_hard_state(batch, next.hard_state);
         }
         6 | 7 => {
-            // Commit and apply part of the log.
-            let last = next.last_index();
-            let to = model.applied.index.0 + rng.range(0, last - model.applied.index.0 + 1);
+            // Commit part of the log and apply part of what is committed
+            // (a restart must not lose the applied part of it).
+            let (last, applied, commit) = (next.last_index(), model.applied.index.0, model.hard_state.commit.0);
+            let commit = commit.max(applied + rng.range(0, last - applied + 1));
+            let to = applied + rng.range(0, commit - applied + 1);
             next.applied = ApplyState { index: LogIndex(to), term: Term(next.term(to)) };
-            next.hard_state.commit = next.hard_state.commit.max(LogIndex(to));
+            next.hard_state.commit = LogIndex(commit);
             store.stage_hard_state(batch, next.hard_state);
             store.stage_apply_state(batch, next.applied, None);
         }
@@ -157,12 +173,13 @@ fn run_seed(seed: u64) {
                 // Crash before the batch is written: the staged state is lost.
                 drop(batch);
                 drop(stores);
+                durable = durable.into_iter().map(Model::after_restart).collect();
                 engine = reopen(engine, dir.path(), &config);
                 stores = open_all(&engine);
             }
             1 => {
                 engine.commit(batch).unwrap();
-                durable = staged;
+                durable = staged.into_iter().map(Model::after_restart).collect();
                 drop(stores);
                 engine = reopen(engine, dir.path(), &config);
                 stores = open_all(&engine);
