@@ -13,6 +13,10 @@
 //! | `raft_state` | group ‖ tag | hard state, truncated index/term, conf state |
 //! | `data` | group ‖ user key | user value |
 //! | `meta` | tag ‖ … | format version, node id, apply state per group |
+//!
+//! The hard state is rewritten only when term or vote change; a change of
+//! the commit index alone stays in memory (it is volatile in Raft), and
+//! opening a group lifts the stored commit to the applied index.
 
 mod batch;
 mod cache;
