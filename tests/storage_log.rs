@@ -271,3 +271,43 @@ fn a_corrupted_stored_entry_is_an_error_naming_group_and_index() {
     assert!(error.contains("group 4") && error.contains("index 3"), "{error}");
     assert_eq!(store.entries(LogIndex(4), LogIndex(5), u64::MAX).unwrap().len(), 1, "other entries still read");
 }
+
+/// Only term and vote are durable in a hard state: a change of commit alone
+/// is not written, and a restart takes the larger of the stored commit and
+/// the applied index.
+#[test]
+fn commit_alone_is_not_written_and_restart_lifts_it_to_the_applied_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig::default();
+    let mut engine = Arc::new(Engine::open(dir.path(), 1, &config).unwrap());
+    let mut batch = StorageBatch::new();
+    let mut store = GroupStorage::bootstrap(engine.clone(), GroupId(7), conf(), &mut batch).unwrap();
+    let entries: Vec<Entry> = (2..=6).map(|i| Entry::new_normal(Term(1), LogIndex(i), vec![i as u8])).collect();
+    store.stage_entries(&mut batch, &entries).unwrap();
+    store.stage_hard_state(&mut batch, HardState { term: Term(1), vote: Some(NodeId(2)), commit: LogIndex(2) });
+    engine.commit(batch).unwrap();
+
+    let mut batch = StorageBatch::new();
+    store.stage_hard_state(&mut batch, HardState { term: Term(1), vote: Some(NodeId(2)), commit: LogIndex(6) });
+    assert!(batch.is_empty(), "a commit-only change writes nothing");
+    assert_eq!(store.hard_state().commit, LogIndex(6), "but is kept in memory");
+    store.stage_apply_state(&mut batch, ApplyState { index: LogIndex(4), term: Term(1) }, None);
+    engine.commit(batch).unwrap();
+    drop(store);
+    engine = reopen(engine, dir.path(), &config);
+    let mut store = GroupStorage::open(engine.clone(), GroupId(7)).unwrap().unwrap();
+    assert_eq!(
+        *store.hard_state(),
+        HardState { term: Term(1), vote: Some(NodeId(2)), commit: LogIndex(4) },
+        "stored commit 2, applied 4"
+    );
+
+    let mut batch = StorageBatch::new();
+    store.stage_hard_state(&mut batch, HardState { term: Term(2), vote: None, commit: LogIndex(6) });
+    assert!(!batch.is_empty(), "a new term is written, with the commit of the moment");
+    engine.commit(batch).unwrap();
+    drop(store);
+    engine = reopen(engine, dir.path(), &config);
+    let store = GroupStorage::open(engine, GroupId(7)).unwrap().unwrap();
+    assert_eq!(*store.hard_state(), HardState { term: Term(2), vote: None, commit: LogIndex(6) });
+}
