@@ -78,6 +78,40 @@ fn follower_commit_is_min_of_leader_commit_and_last_new_entry() {
     assert_eq!(ready.committed_entries, vec![ent(1, 3)]);
 }
 
+// Figure 2: commitIndex is volatile state. A Ready whose only durable-looking
+// change is a new commit index needs no fsync; one that also changes term or
+// vote, or carries entries, does.
+#[test]
+fn a_new_commit_index_alone_needs_no_fsync() {
+    let log = log_with_terms(&[1, 1]);
+    let mut node = node_with_log(plain_config(2), &[1, 2, 3], &log, hs(1, Some(1), 0));
+    step(&mut node, append(1, 2, 1, (2, 1), 2, vec![]));
+    let ready = persist_and_advance(&mut node);
+    assert_eq!(ready.hard_state, Some(hs(1, Some(1), 2)));
+    assert!(ready.entries.is_empty());
+    assert!(!ready.must_sync(), "only commit changed");
+
+    step(&mut node, append(1, 2, 1, (2, 1), 2, vec![ent(1, 3)]));
+    assert!(persist_and_advance(&mut node).must_sync(), "a new entry");
+    step(&mut node, append(3, 2, 2, (3, 1), 2, vec![]));
+    let ready = persist_and_advance(&mut node);
+    assert_eq!(ready.hard_state, Some(hs(2, None, 2)));
+    assert!(ready.must_sync(), "a new term");
+}
+
+// The storage layer may leave a commit-only change unwritten, so a restart can
+// present a commit index below the applied one; everything applied was
+// committed, so the core starts from the applied index.
+#[test]
+fn restart_with_a_stale_commit_starts_from_the_applied_index() {
+    let log = log_with_terms(&[1, 1, 1, 1]);
+    let mut config = plain_config(2);
+    config.applied = LogIndex(3);
+    let node = node_with_log(config, &[1, 2, 3], &log, hs(1, Some(1), 1));
+    assert_eq!(commit(&node), 3);
+    assert_eq!(applied(&node), 3);
+}
+
 // §5.3: heartbeats carry the commit index but never past what the follower is
 // known to hold; the follower clamps it to its own last index too.
 #[test]

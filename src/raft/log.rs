@@ -88,13 +88,10 @@ impl<S: LogStore> RaftLog<S> {
         // A restarted node may have applied less than the snapshot it holds
         // (not possible with our stores, but be safe): the snapshot covers it.
         let floor = first.prev();
-        RaftLog {
-            store,
-            unstable,
-            committed: committed.max(floor).min(last),
-            applied: applied.max(floor).min(last),
-            persisted: last,
-        }
+        let applied = applied.max(floor).min(last);
+        // The stored commit may lag the applied index (storage need not
+        // write a change of commit alone); everything applied was committed.
+        RaftLog { store, unstable, committed: committed.max(applied).min(last), applied, persisted: last }
     }
 
     pub fn first_index(&self) -> LogIndex {

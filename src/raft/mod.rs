@@ -29,7 +29,10 @@
 //! 2. Persist, atomically and durably (fsync when [`Ready::must_sync`]):
 //!    `ready.snapshot` (install it: log reset to the snapshot, state machine
 //!    replaced), then `ready.entries` (appended, overwriting any conflicting
-//!    suffix), then `ready.hard_state`.
+//!    suffix), then `ready.hard_state`. A hard state whose only change is
+//!    `commit` may be left unwritten ([`HardState::durable_part_differs`]):
+//!    a restart then passes an older commit, which the core lifts to
+//!    [`Config::applied`].
 //! 3. Only then send `ready.persisted_messages`: votes and acknowledgements
 //!    promise state that must already be on disk.
 //! 4. Apply `ready.committed_entries` in order. They are committed and, by

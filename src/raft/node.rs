@@ -24,7 +24,8 @@ pub struct SoftState {
 pub struct Ready {
     /// Changed leader or role, if any.
     pub soft_state: Option<SoftState>,
-    /// To persist, if it changed.
+    /// To persist, if it changed. A change of `commit` alone need not be
+    /// written (see [`HardState::durable_part_differs`]).
     pub hard_state: Option<HardState>,
     /// To install (state machine AND log) and persist, if one arrived.
     pub snapshot: Option<Snapshot>,
@@ -40,13 +41,16 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Read indexes confirmed since the last Ready.
     pub read_states: Vec<ReadState>,
+    /// Whether `hard_state` changed term or vote, not only commit.
+    term_or_vote_changed: bool,
 }
 
 impl Ready {
     /// Whether the write must be fsynced before the persisted messages go
-    /// out or the entries are acknowledged.
+    /// out or the entries are acknowledged. A new commit index alone does
+    /// not need it (etcd's `MustSync` agrees).
     pub fn must_sync(&self) -> bool {
-        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+        self.term_or_vote_changed || self.snapshot.is_some() || !self.entries.is_empty()
     }
 }
 
@@ -301,6 +305,7 @@ impl<S: LogStore> RawNode<S> {
             persisted_messages,
             committed_entries,
             read_states: std::mem::take(&mut raft.read_states),
+            term_or_vote_changed: hard_state.durable_part_differs(&self.previous_hard_state),
         };
         self.previous_soft_state = soft_state;
         self.previous_hard_state = hard_state;

@@ -124,6 +124,16 @@ pub struct HardState {
     pub commit: LogIndex,
 }
 
+impl HardState {
+    /// Whether going from `persisted` to `self` changes what must be
+    /// durable before answering: term and vote (a node must never vote
+    /// twice in a term). A change of commit alone may stay in memory; a
+    /// restarted node learns the commit index again from the leader.
+    pub fn durable_part_differs(&self, persisted: &HardState) -> bool {
+        self.term != persisted.term || self.vote != persisted.vote
+    }
+}
+
 /// A group's membership. Outside a joint configuration `voters_outgoing` and
 /// `learners_next` are empty.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

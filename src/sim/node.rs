@@ -214,7 +214,7 @@ impl SimNode {
             // As `storage::GroupStorage` does: only term and vote must be
             // durable, so a change of commit alone is not written; restart
             // lifts the stored commit to the applied index.
-            if (hard_state.term, hard_state.vote) != (self.disk.hard_state.term, self.disk.hard_state.vote) {
+            if hard_state.durable_part_differs(&self.disk.hard_state) {
                 self.disk.hard_state = hard_state;
             }
         }

@@ -241,8 +241,7 @@ impl GroupStorage {
     /// is the one written with the last term or vote change, and on open
     /// the applied index, stored with the applied data, lifts it.
     pub fn stage_hard_state(&mut self, batch: &mut StorageBatch, hard_state: HardState) {
-        let durable_part_changed = (hard_state.term, hard_state.vote) != (self.hard_state.term, self.hard_state.vote);
-        if durable_part_changed {
+        if hard_state.durable_part_differs(&self.hard_state) {
             let key = keys::state_key(self.group, keys::STATE_HARD);
             batch.put(self.engine.cf(CF_RAFT_STATE), key, codec::encode_hard_state(&hard_state));
         }
