@@ -72,6 +72,10 @@ enum Bench {
         /// (TiKV's raft-log-gc-threshold is 50).
         #[arg(long, default_value_t = 64)]
         purge_after: u64,
+        /// Also write each group's apply state in the turn after its
+        /// append, as the KV layer will (the applied data is not written).
+        #[arg(long)]
+        apply_state: bool,
     },
 }
 
@@ -86,7 +90,9 @@ fn main() -> Result<()> {
             }
         }
         Command::Sim { seeds, first_seed, seed: None } => simulate(first_seed, seeds)?,
-        Command::Bench { bench: Bench::Storage { groups, clients, seconds, warmup, rounds, dir, purge_after } } => {
+        Command::Bench {
+            bench: Bench::Storage { groups, clients, seconds, warmup, rounds, dir, purge_after, apply_state },
+        } => {
             let config = StorageBenchConfig {
                 groups,
                 clients,
@@ -95,6 +101,7 @@ fn main() -> Result<()> {
                 rounds,
                 dir,
                 purge_after_entries: purge_after,
+                record_apply_state: apply_state,
             };
             let report = storage_bench::run(&config, |line| eprintln!("{line}"))?;
             print!("{}", storage_bench::format_report(&report));

@@ -110,6 +110,9 @@ fn a_snapshot_round_trips_to_another_node() {
     drop(receiver_store);
     let reopened = GroupStorage::open(receiver.engine.clone(), GroupId(5)).unwrap().unwrap();
     assert_eq!(reopened.snapshot().unwrap().metadata, file.metadata, "restart sees the installed state");
+    // The stored hard state still has the receiver's old commit (1); the
+    // installed snapshot is applied, so a restart starts from its index.
+    assert_eq!(reopened.hard_state().commit, file.metadata.index, "commit lifted to the snapshot");
     assert_eq!(sender_store.snapshot().unwrap().metadata, file.metadata);
 }
 

@@ -54,6 +54,11 @@ pub struct StorageBenchConfig {
     /// CockroachDB truncates past about 100. With 10,000 groups this
     /// decides how much live log RocksDB must flush and compact.
     pub purge_after_entries: u64,
+    /// Also stage each group's apply state in the turn after its append,
+    /// as the KV layer will (without the applied data itself). Off by
+    /// default: the benchmark measures appends, the runtime's end-to-end
+    /// benchmark measures the rest.
+    pub record_apply_state: bool,
 }
 
 impl Default for StorageBenchConfig {
@@ -66,6 +71,7 @@ impl Default for StorageBenchConfig {
             rounds: 1,
             dir: None,
             purge_after_entries: 64,
+            record_apply_state: false,
         }
     }
 }
@@ -192,7 +198,7 @@ pub fn run_group_commit(path: &Path, groups: u64, config: &StorageBenchConfig) -
     let engine = Arc::new(Engine::open(path, NODE_ID, &StorageConfig::default())?);
     let mut stores = bootstrap(&engine, groups)?;
     let syncs_at_start = engine.sync_count();
-    let mut load = Load::new(stores.len(), clients, config.purge_after_entries);
+    let mut load = Load::new(stores.len(), clients, config.purge_after_entries, config.record_apply_state);
     let warm_until = Instant::now() + config.warmup;
     while Instant::now() < warm_until {
         load.turn(&engine, &mut stores)?;
@@ -249,6 +255,10 @@ struct Load {
     /// Proposals per group in the current turn; non-zero only for `touched`.
     pending: Vec<u32>,
     touched: Vec<usize>,
+    /// The groups that appended in the previous turn: their entries are
+    /// committed now and get applied in this turn's batch.
+    to_apply: Vec<usize>,
+    record_apply_state: bool,
     /// Numbers the payloads, so no two entries are byte-identical.
     sequence: u64,
     purge_after_entries: u64,
@@ -257,12 +267,14 @@ struct Load {
 }
 
 impl Load {
-    fn new(groups: usize, clients: usize, purge_after_entries: u64) -> Load {
+    fn new(groups: usize, clients: usize, purge_after_entries: u64, record_apply_state: bool) -> Load {
         Load {
             purge_after_entries,
+            record_apply_state,
             targets: (0..clients).map(|client| client % groups).collect(),
             pending: vec![0; groups],
             touched: Vec::new(),
+            to_apply: Vec::new(),
             sequence: 0,
             entries: 0,
             batches: 0,
@@ -270,8 +282,9 @@ impl Load {
     }
 
     /// One event-loop turn: every group with proposals stages its entries
-    /// and hard state into one batch, committed with one fsync. Returns the
-    /// commit's latency.
+    /// and hard state (and, with `record_apply_state`, the groups that
+    /// appended last turn stage what they applied), all in one batch
+    /// committed with one fsync. Returns the commit's latency.
     fn turn(&mut self, engine: &Engine, stores: &mut [GroupStorage]) -> Result<Duration> {
         for &group in &self.targets {
             if self.pending[group] == 0 {
@@ -280,9 +293,16 @@ impl Load {
             self.pending[group] += 1;
         }
         let mut batch = StorageBatch::new();
+        for group in self.to_apply.drain(..) {
+            stage_apply(&mut stores[group], &mut batch, self.purge_after_entries, true)?;
+        }
         for &group in &self.touched {
+            if !self.record_apply_state {
+                // Still purge: everything before this turn is applied.
+                stage_apply(&mut stores[group], &mut batch, self.purge_after_entries, false)?;
+            }
             let count = std::mem::take(&mut self.pending[group]);
-            stage_group(&mut stores[group], &mut batch, count, &mut self.sequence, self.purge_after_entries)?;
+            stage_append(&mut stores[group], &mut batch, count, &mut self.sequence)?;
         }
         let entries = batch.entry_count() as u64;
         let started = Instant::now();
@@ -292,10 +312,14 @@ impl Load {
         // entries; a one-voter group has no followers, so once they are
         // durable. Without this, 10,000 full caches (up to 64 KiB each)
         // would be measured instead of the storage layer.
-        for group in self.touched.drain(..) {
+        for &group in &self.touched {
             let store = &mut stores[group];
             store.compact_cache_to(store.last_index().next());
         }
+        if self.record_apply_state {
+            std::mem::swap(&mut self.to_apply, &mut self.touched);
+        }
+        self.touched.clear();
         // Durable, so acknowledged: each client proposes again, to the next
         // group of its rotation. Stepping by the client count keeps clients
         // on distinct groups when there are more groups than clients, and
@@ -310,15 +334,30 @@ impl Load {
     }
 }
 
-/// Stages `count` new entries of one group, its hard state, and, once
-/// enough applied entries piled up, the purge a node would do.
-fn stage_group(
+/// Stages what applying a group's committed log costs the storage layer:
+/// its apply state if `record` (the KV layer writes it with the applied
+/// data, which is not modelled) and, once enough applied entries piled up,
+/// the purge a node would do (which needs the apply state written).
+fn stage_apply(
     store: &mut GroupStorage,
     batch: &mut StorageBatch,
-    count: u32,
-    sequence: &mut u64,
     purge_after_entries: u64,
+    record: bool,
 ) -> Result<()> {
+    // With one voter, everything durable is committed and can be applied.
+    let last = store.last_index();
+    let purge = last.0 - store.truncated().index.0 >= purge_after_entries;
+    if record || purge {
+        store.stage_apply_state(batch, ApplyState { index: last, term: TERM }, None);
+    }
+    if purge {
+        store.stage_purge(batch, last)?;
+    }
+    Ok(())
+}
+
+/// Stages `count` new entries of one group and its hard state.
+fn stage_append(store: &mut GroupStorage, batch: &mut StorageBatch, count: u32, sequence: &mut u64) -> Result<()> {
     let previous_last = store.last_index();
     let entries: Vec<Entry> = (1..=u64::from(count))
         .map(|offset| {
@@ -326,14 +365,6 @@ fn stage_group(
             Entry::new_normal(TERM, previous_last + offset, payload(*sequence))
         })
         .collect();
-    // Everything before this turn is durable and (with one voter) committed
-    // and applied, so a node could purge it. The KV layer would write the
-    // apply state with the applied data each turn; here it is written only
-    // when purging, as no data is applied.
-    if previous_last.0 - store.truncated().index.0 >= purge_after_entries {
-        store.stage_apply_state(batch, ApplyState { index: previous_last, term: TERM }, None);
-        store.stage_purge(batch, previous_last)?;
-    }
     store.stage_entries(batch, &entries)?;
     // A one-voter group commits what is durable. The runtime hands every
     // Ready's hard state to storage; one whose only change is commit is
@@ -383,11 +414,12 @@ pub fn format_report(report: &StorageBenchReport) -> String {
     let _ = writeln!(
         out,
         "group commit of {ENTRY_BYTES}-byte entries: {} clients in flight, {:.1} s per run after {:.1} s warm-up, \
-         logs purged past {} applied entries, disk: {}\n",
+         logs purged past {} applied entries{}, disk: {}\n",
         config.clients,
         config.duration.as_secs_f64(),
         config.warmup.as_secs_f64(),
         config.purge_after_entries,
+        if config.record_apply_state { ", apply state recorded every turn" } else { "" },
         report.disk
     );
     let _ = writeln!(
@@ -543,7 +575,9 @@ mod tests {
     fn every_acknowledged_entry_is_stored_and_each_batch_is_one_fsync() {
         // 10 groups with fewer clients than groups; 1 group with enough
         // entries per turn to reach the purge threshold in a few turns.
-        for (groups, clients) in [(10u64, 4usize), (10, 16), (1, 128)] {
+        for (groups, clients, record_apply_state) in
+            [(10u64, 4usize, false), (10, 16, true), (1, 128, false), (1, 128, true)]
+        {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("engine");
             let config = StorageBenchConfig {
@@ -551,6 +585,7 @@ mod tests {
                 warmup: Duration::from_millis(50),
                 duration: Duration::from_millis(200),
                 purge_after_entries: 1024,
+                record_apply_state,
                 ..StorageBenchConfig::default()
             };
             let run = run_group_commit(&path, groups, &config).unwrap();
@@ -566,8 +601,9 @@ mod tests {
                 let store = GroupStorage::open(engine.clone(), GroupId(group)).unwrap().expect("bootstrapped");
                 store.check_invariants().unwrap();
                 // Commit-only changes are not written; a restart starts from
-                // the applied index, which this benchmark stores only when purging.
+                // the applied index.
                 assert_eq!(store.hard_state().commit, store.applied().index, "group {group}");
+                assert!(store.applied().index <= store.last_index());
                 // Bootstrap leaves the log at index 1; every later index is an entry.
                 stored += store.last_index().0 - 1;
             }
@@ -578,22 +614,28 @@ mod tests {
     /// Turn by turn rather than by time, so the purge is certain to run.
     #[test]
     fn a_busy_group_purges_its_applied_log_and_keeps_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(Engine::open(dir.path(), NODE_ID, &StorageConfig::default()).unwrap());
-        let mut stores = bootstrap(&engine, 1).unwrap();
-        let mut load = Load::new(1, 100, 1024);
-        for _ in 0..25 {
-            load.turn(&engine, &mut stores).unwrap();
+        // Each turn the previous turn's 100 entries are applied: turn 25
+        // applies up to 1 + 2400. Purged in turns 12 and 23, each time once
+        // 1,100 applied entries (the first multiple of 100 >= 1,024) piled
+        // up. Without `record_apply_state` only a purge writes the apply state.
+        for (record_apply_state, applied) in [(true, 1 + 2400), (false, 1 + 2200)] {
+            let dir = tempfile::tempdir().unwrap();
+            let engine = Arc::new(Engine::open(dir.path(), NODE_ID, &StorageConfig::default()).unwrap());
+            let mut stores = bootstrap(&engine, 1).unwrap();
+            let mut load = Load::new(1, 100, 1024, record_apply_state);
+            for _ in 0..25 {
+                load.turn(&engine, &mut stores).unwrap();
+            }
+            assert_eq!(stores[0].hard_state().commit, LogIndex(1 + 2500), "one voter commits what is durable");
+            drop(stores);
+            let store = GroupStorage::open(engine, GroupId(1)).unwrap().unwrap();
+            store.check_invariants().unwrap();
+            assert_eq!(store.last_index(), LogIndex(1 + 2500));
+            assert_eq!(store.applied().index, LogIndex(applied), "record_apply_state {record_apply_state}");
+            assert_eq!(store.truncated().index, LogIndex(1 + 2200));
+            assert_eq!(store.hard_state().commit, LogIndex(applied), "restart: commit from the applied index");
+            assert_eq!(store.entries(LogIndex(2202), LogIndex(2502), u64::MAX).unwrap().len(), 300);
         }
-        drop(stores);
-        let store = GroupStorage::open(engine, GroupId(1)).unwrap().unwrap();
-        store.check_invariants().unwrap();
-        assert_eq!(store.last_index(), LogIndex(1 + 2500));
-        // 100 entries a turn: purged before turns 11 and 22, each time once
-        // 1,100 applied entries (the first multiple of 100 >= 1,024) piled up.
-        assert_eq!(store.truncated().index, LogIndex(1 + 2200));
-        assert_eq!(store.applied().index, store.truncated().index);
-        assert_eq!(store.entries(LogIndex(2202), LogIndex(2502), u64::MAX).unwrap().len(), 300);
     }
 
     #[test]
@@ -607,6 +649,7 @@ mod tests {
             rounds: 2,
             dir: Some(parent.path().to_path_buf()),
             purge_after_entries: 64,
+            record_apply_state: true,
         };
         let report = run(&config, |_| {}).unwrap();
         assert_eq!(report.rounds.len(), 2);

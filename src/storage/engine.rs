@@ -32,13 +32,15 @@ pub struct StorageConfig {
     /// Per-memtable size of `raft_state`, `data` and `meta`.
     pub write_buffer_bytes: usize,
     /// Memtable size of `raft_log`. Every active group keeps a live tail
-    /// (entries not yet purged): 10,000 groups with 64-entry tails are
-    /// about 110 MB of log. A larger memtable flushes less often, and more
-    /// of each flush is entries already purged (range tombstones), which
-    /// never reach an SST file; with the per-group insert hints (see
-    /// `column_family_options`) a larger memtable does not make inserts
-    /// slower. 32 -> 128 MiB cut the CPU per entry with 10,000 groups from
-    /// 3.2 to 1.8 us (BENCHMARKS.md). TiKV's raft log DB also uses 128 MB.
+    /// (entries not yet purged): in the storage benchmark (128-byte
+    /// entries, purged past 64) 10,000 groups hold up to about 110 MB of
+    /// log. A larger memtable flushes less often, and more of each flush is
+    /// entries already purged (range tombstones), which never reach an SST
+    /// file; with the per-group insert hints (see `column_family_options`)
+    /// a larger memtable does not make inserts slower. With the hints,
+    /// 32 -> 128 MiB cut the CPU per entry with 10,000 groups from 3.2 to
+    /// 1.8 us in a scratch build (BENCHMARKS.md). TiKV's raft log DB also
+    /// uses 128 MB.
     pub log_write_buffer_bytes: usize,
     /// Compress user data (values are often text); the log and state are
     /// short-lived or tiny and stay uncompressed to save CPU.
@@ -253,7 +255,9 @@ fn column_family_options(name: &str, config: &StorageConfig, cache: &Cache) -> R
         // loop's CPU with 10,000 groups). With a hint per 8-byte group prefix,
         // RocksDB remembers where each group's last insert went and puts
         // the next entry beside it, as it does for one group's sequential
-        // keys. Only settable by name: the C API has no setter for it. The
+        // keys. (RocksDB ignores hints when several writers fill a memtable
+        // at once; the node has one writer.) Only settable by name: the C
+        // API has no setter for it. The
         // copy lacks rust-rocksdb's keep-alive handles; C++ shares the cache
         // by reference count, and the engine holds `_block_cache` anyway.
         return Ok(options.get_options_from_string(LOG_INSERT_HINT)?);
@@ -368,6 +372,9 @@ mod tests {
         let log = persisted_options(dir.path(), CF_RAFT_LOG);
         assert!(log.contains("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8"), "{log}");
         assert!(log.contains(&format!("write_buffer_size={}", 96 << 20)), "{log}");
+        // Set before the by-name copy; RocksDB's default compresses, so this
+        // shows the copy started from our options, not from defaults.
+        assert!(log.contains("\n  compression=kNoCompression\n"), "{log}");
         let data = persisted_options(dir.path(), CF_DATA);
         assert!(!data.contains("rocksdb.FixedPrefix"), "only the log gets hints: {data}");
         assert!(data.contains(&format!("write_buffer_size={}", 32 << 20)), "{data}");
