@@ -234,7 +234,7 @@ impl GroupStorage {
 
     /// Stages a Ready's hard state. Only term and vote must be durable
     /// (a node must never vote twice in a term); the commit index is
-    /// volatile in Raft (§5.3: a restarted node learns it from the leader).
+    /// volatile in Raft (Figure 2: a restarted node learns it from the leader).
     /// So a change of commit alone is kept in memory and not written: that
     /// saves one write per active group per turn, half the memtable inserts
     /// of a one-entry append (see BENCHMARKS.md). The commit index on disk
