@@ -159,9 +159,8 @@ impl SimNode {
         config.max_committed_size_per_ready_bytes = 512;
         config.pre_vote = self.settings.pre_vote;
         config.check_quorum = self.settings.check_quorum;
-        let mut hard_state = self.disk.hard_state;
-        hard_state.commit = hard_state.commit.max(self.disk.applied);
-        let raw = RawNode::new(config, self.disk.store.clone(), hard_state, &self.disk.conf_state)
+        // The stored commit may lag the applied index; the core lifts it.
+        let raw = RawNode::new(config, self.disk.store.clone(), self.disk.hard_state, &self.disk.conf_state)
             .expect("a node restarts from what it persisted");
         self.state_machine = self.disk.state_machine.clone();
         self.conf_state = self.disk.conf_state.clone();
@@ -212,8 +211,8 @@ impl SimNode {
         raw.store_mut().append(&ready.entries)?;
         if let Some(hard_state) = ready.hard_state {
             // As `storage::GroupStorage` does: only term and vote must be
-            // durable, so a change of commit alone is not written; restart
-            // lifts the stored commit to the applied index.
+            // durable, so a change of commit alone is not written; on
+            // restart the core lifts the stored commit to the applied index.
             if hard_state.durable_part_differs(&self.disk.hard_state) {
                 self.disk.hard_state = hard_state;
             }

@@ -108,10 +108,10 @@ impl Engine {
         db_options.set_max_background_jobs(config.background_jobs);
         // Many groups' tiny writes: let RocksDB pipeline WAL and memtable work.
         db_options.set_enable_pipelined_write(true);
-        let mut descriptors = Vec::with_capacity(COLUMN_FAMILIES.len());
-        for &name in COLUMN_FAMILIES.iter() {
-            descriptors.push(ColumnFamilyDescriptor::new(name, column_family_options(name, config, &block_cache)?));
-        }
+        let descriptors = COLUMN_FAMILIES
+            .iter()
+            .map(|&name| Ok(ColumnFamilyDescriptor::new(name, column_family_options(name, config, &block_cache)?)))
+            .collect::<Result<Vec<_>>>()?;
         let db = DB::open_cf_descriptors(&db_options, path, descriptors)?;
         Ok(Engine {
             db,
