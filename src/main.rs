@@ -1,7 +1,8 @@
 //! The `flotilla` command line.
 //!
-//! For now it has `sim`, which runs the deterministic Raft simulator, and
-//! `bench storage`, which measures group commit on this machine's disk;
+//! For now it has `sim`, which runs the deterministic Raft simulator,
+//! `bench storage`, which measures group commit on this machine's disk, and
+//! `bench raft`, which measures the Raft core's cost per idle group;
 //! `server`, `demo`, `kv`, `admin` and the other benchmarks come with the
 //! node runtime (see DESIGN.md).
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+use flotilla::bench::raft::{self as raft_bench, RaftBenchConfig};
 use flotilla::bench::storage::{self as storage_bench, StorageBenchConfig};
 use flotilla::sim::{run, SimConfig};
 
@@ -77,6 +79,23 @@ enum Bench {
         #[arg(long)]
         apply_state: bool,
     },
+    /// Drive many in-memory Raft groups with a plain loop: CPU per idle
+    /// group with and without quiescence, and the appends a follower gets
+    /// for a turn's worth of proposals.
+    Raft {
+        /// Groups, each with a replica on each of 3 in-memory nodes.
+        #[arg(long, default_value_t = 10_000)]
+        groups: u64,
+        /// Ticks driven in each measured phase.
+        #[arg(long, default_value_t = 200)]
+        ticks: u64,
+        /// The node's clock rate, to report per second (10 = 100 ms ticks).
+        #[arg(long, default_value_t = 10)]
+        ticks_per_second: u64,
+        /// Proposals to one group between two Readies.
+        #[arg(long, default_value_t = 100)]
+        proposals: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -105,6 +124,11 @@ fn main() -> Result<()> {
             };
             let report = storage_bench::run(&config, |line| eprintln!("{line}"))?;
             print!("{}", storage_bench::format_report(&report));
+        }
+        Command::Bench { bench: Bench::Raft { groups, ticks, ticks_per_second, proposals } } => {
+            let config = RaftBenchConfig { groups, ticks, ticks_per_second, proposals };
+            let report = raft_bench::run(&config, |line| eprintln!("{line}"))?;
+            print!("{}", raft_bench::format_report(&report));
         }
     }
     Ok(())

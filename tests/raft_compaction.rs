@@ -258,3 +258,24 @@ fn ready_with_snapshot_and_following_entries() {
     assert_eq!(log_terms(&follower), vec![2, 2]);
     assert_eq!(follower.status().first_index, LogIndex(6));
 }
+
+// etcd does the same: a snapshot whose configuration does not include the
+// receiver (taken before it was added) would leave it in a group it is not a
+// member of. It is refused; the leader's next snapshot will include it.
+#[test]
+fn a_snapshot_that_leaves_the_receiver_out_is_refused() {
+    let conf = ConfState { learners: [4].map(NodeId).into(), ..ConfState::with_voters([1, 2, 3]) };
+    let mut newcomer = node_with_conf(plain_config(4), &ConfState::default(), &[], hs(0, None, 0));
+    step(&mut newcomer, install(1, 4, 2, snapshot(5, 1, &[1, 2, 3], b"state@5")));
+    let ready = persist_and_advance(&mut newcomer);
+    assert_eq!(ready.snapshot, None);
+    assert_eq!(ready.persisted_messages, vec![append_ok(4, 1, 2, 0)]);
+    assert_eq!(newcomer.status().first_index, LogIndex(1));
+
+    let mut with_it = snapshot(6, 1, &[1, 2, 3], b"state@6");
+    with_it.metadata.conf_state = conf.clone();
+    step(&mut newcomer, install(1, 4, 2, with_it.clone()));
+    let ready = persist_and_advance(&mut newcomer);
+    assert_eq!(ready.snapshot, Some(with_it));
+    assert_eq!(newcomer.status().conf_state, conf);
+}

@@ -132,7 +132,7 @@ fn heartbeat_commit_is_clamped_to_the_followers_match() {
     step(c.node(3), beat);
     let ready = c.ready(3);
     assert_eq!(ready.hard_state, None, "node 3 holds nothing past 1");
-    assert_eq!(ready.persisted_messages, vec![msg(MessageKind::HeartbeatResponse, 3, 1, 1)]);
+    assert_eq!(ready.messages, vec![msg(MessageKind::HeartbeatResponse, 3, 1, 1)]);
 }
 
 // §5.3 consistency check: a follower refuses entries whose prevLogIndex /
@@ -268,15 +268,15 @@ fn append_below_commit_answers_with_commit() {
 }
 
 // Replication pipelining: in Replicate state the leader streams appends
-// without waiting for acknowledgements.
+// without waiting for acknowledgements (one per Ready here).
 #[test]
 fn replicate_state_pipelines_appends() {
     let mut c = settled(&[1, 2, 3], plain_config);
+    let mut to2 = Vec::new();
     for data in [b"a", b"b", b"c"] {
         c.node(1).propose(data.to_vec()).unwrap();
+        to2.extend(c.ready(1).messages.into_iter().filter(|m| m.to.0 == 2));
     }
-    let ready = c.ready(1);
-    let to2: Vec<_> = ready.messages.iter().filter(|m| m.to.0 == 2).cloned().collect();
     assert_eq!(
         to2,
         vec![
@@ -297,11 +297,11 @@ fn inflight_window_bounds_unacknowledged_appends() {
         config.max_inflight_messages = 2;
         config
     });
+    let mut to2 = Vec::new();
     for data in [b"a", b"b", b"c"] {
         c.node(1).propose(data.to_vec()).unwrap();
+        to2.extend(c.ready(1).messages.iter().filter(|m| m.to.0 == 2).map(|m| m.index.0));
     }
-    let ready = c.ready(1);
-    let to2: Vec<_> = ready.messages.iter().filter(|m| m.to.0 == 2).map(|m| m.index.0).collect();
     assert_eq!(to2, vec![1, 2], "the third append waits for the window");
     assert_eq!(progress_of(&c.nodes[&1], 2), (1, 4, ProgressState::Replicate));
 
@@ -396,13 +396,17 @@ fn messages_and_persisted_messages_split_by_kind() {
     assert!(ready.messages.iter().all(|m| matches!(m.kind, MessageKind::AppendEntries | MessageKind::Heartbeat)));
     assert!(ready.persisted_messages.is_empty());
 
-    step(c.node(2), ready.messages[0].clone());
+    let append = of_kind(&ready.messages, MessageKind::AppendEntries).into_iter().find(|m| m.to.0 == 2).unwrap();
+    step(c.node(2), append);
     let beat = of_kind(&ready.messages, MessageKind::Heartbeat).into_iter().find(|m| m.to.0 == 2).unwrap();
     step(c.node(2), beat);
     let ready = c.ready(2);
-    assert!(ready.messages.is_empty());
+    // The acknowledgement promises durable entries; the heartbeat answer
+    // promises nothing stored.
     let kinds: Vec<_> = ready.persisted_messages.iter().map(|m| m.kind).collect();
-    assert_eq!(kinds, vec![MessageKind::AppendEntriesResponse, MessageKind::HeartbeatResponse]);
+    assert_eq!(kinds, vec![MessageKind::AppendEntriesResponse]);
+    let kinds: Vec<_> = ready.messages.iter().map(|m| m.kind).collect();
+    assert_eq!(kinds, vec![MessageKind::HeartbeatResponse]);
 }
 
 // In-flight window recovery: if acknowledgements are lost, a heartbeat
@@ -416,8 +420,8 @@ fn heartbeat_response_frees_a_full_window() {
     });
     for data in [b"a", b"b", b"c"] {
         c.node(1).propose(data.to_vec()).unwrap();
+        c.ready(1); // all appends are lost
     }
-    c.ready(1); // all appends are lost
     step(c.node(1), msg(MessageKind::HeartbeatResponse, 2, 1, 1));
     let ready = c.ready(1);
     assert_eq!(ready.messages, vec![append(1, 2, 1, (3, 1), 1, vec![ent_data(1, 4, b"c")])]);

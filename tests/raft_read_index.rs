@@ -77,13 +77,29 @@ fn read_index_is_commit_at_request_time() {
 fn later_confirmation_releases_earlier_reads_in_order() {
     let mut c = settled(&[1, 2, 3], plain_config);
     c.node(1).read_index(b"a".to_vec()).unwrap();
+    let first = c.ready(1).messages;
     c.node(1).read_index(b"b".to_vec()).unwrap();
     let beats = c.ready(1).messages;
-    let contexts: Vec<_> = beats.iter().map(|m| (m.to.0, m.context.clone())).collect();
+    let contexts: Vec<_> = first.iter().chain(&beats).map(|m| (m.to.0, m.context.clone())).collect();
     assert_eq!(contexts, vec![(2, b"a".to_vec()), (3, b"a".to_vec()), (2, b"b".to_vec()), (3, b"b".to_vec())]);
-    let ack = answer(&mut c, &beats[3]);
+    let ack = answer(&mut c, &beats[1]);
     step(c.node(1), ack);
     assert_eq!(c.ready(1).read_states, vec![read_state(1, b"a"), read_state(1, b"b")]);
+}
+
+// Batching: reads that arrive between two Readies share one heartbeat round,
+// carrying the newest context; its acknowledgement answers all of them.
+#[test]
+fn reads_between_two_readies_share_one_heartbeat_round() {
+    let mut c = settled(&[1, 2, 3], plain_config);
+    for context in [b"a", b"b", b"c"] {
+        c.node(1).read_index(context.to_vec()).unwrap();
+    }
+    let beats = c.ready(1).messages;
+    assert_eq!(beats, vec![heartbeat(1, 2, 1, 1, b"c", 0), heartbeat(1, 3, 1, 1, b"c", 0)]);
+    let ack = answer(&mut c, &beats[0]);
+    step(c.node(1), ack);
+    assert_eq!(c.ready(1).read_states, vec![read_state(1, b"a"), read_state(1, b"b"), read_state(1, b"c")]);
 }
 
 // Redis-Raft #18 / thesis §6.4 step 1: a new leader's commit index may be

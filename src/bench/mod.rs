@@ -1,10 +1,12 @@
-//! Benchmarks run by `flotilla bench …`.
+//! Benchmarks run by `flotilla bench …`: `storage` (group commit on this
+//! machine's disk) and `raft` (the core's cost per idle group, batching).
 //!
 //! Owns: measuring one layer at a time on the local machine and reporting
 //! figures a person records in BENCHMARKS.md. Must not: change what it
 //! measures (it drives the public APIs the node runtime uses, the same way
 //! the runtime does) or assert on timings (tests check only its counts).
 
+pub mod raft;
 pub mod storage;
 
 use crate::storage::StorageError;

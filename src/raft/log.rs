@@ -2,6 +2,8 @@
 //! plus the not-yet-persisted tail (and snapshot) held in memory until the
 //! application has written it and called `advance`.
 
+use std::cell::OnceCell;
+
 use super::error::StorageError;
 use super::log_store::{limit_size, LogStore};
 use super::types::{Entry, LogIndex, Snapshot, Term};
@@ -78,6 +80,10 @@ pub struct RaftLog<S: LogStore> {
     /// Highest index known durable on this node. The leader counts itself
     /// towards a commit quorum only up to here (etcd #14370).
     pub(super) persisted: LogIndex,
+    /// The first failure of the store (not a compacted or missing index:
+    /// the store itself broke). Set from `&self` reads, hence the cell; once
+    /// set, the group refuses all work and the caller sees the error.
+    failure: OnceCell<StorageError>,
 }
 
 impl<S: LogStore> RaftLog<S> {
@@ -91,7 +97,23 @@ impl<S: LogStore> RaftLog<S> {
         let applied = applied.max(floor).min(last);
         // The stored commit may lag the applied index (storage need not
         // write a change of commit alone); everything applied was committed.
-        RaftLog { store, unstable, committed: committed.max(applied).min(last), applied, persisted: last }
+        let committed = committed.max(applied).min(last);
+        RaftLog { store, unstable, committed, applied, persisted: last, failure: OnceCell::new() }
+    }
+
+    /// The store's first failure, if it failed.
+    pub fn failure(&self) -> Option<&StorageError> {
+        self.failure.get()
+    }
+
+    /// Passes a store result through, remembering a store failure. Callers
+    /// may carry on with a placeholder after one: the group is failed at the
+    /// end of the input, and nothing it produced after is used.
+    fn note<T>(&self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if let Err(error @ StorageError::Store(_)) = &result {
+            let _ = self.failure.set(error.clone());
+        }
+        result
     }
 
     pub fn first_index(&self) -> LogIndex {
@@ -105,8 +127,10 @@ impl<S: LogStore> RaftLog<S> {
         self.unstable.last_index().unwrap_or_else(|| self.store.last_index())
     }
 
+    /// The term of the last entry. The last index always has a term unless
+    /// the store failed (recorded; the group is then failed).
     pub fn last_term(&self) -> Term {
-        self.term(self.last_index()).expect("the last index always has a term")
+        self.term(self.last_index()).unwrap_or(Term::ZERO)
     }
 
     /// The term at `index`; errors when compacted or beyond the last index.
@@ -121,7 +145,7 @@ impl<S: LogStore> RaftLog<S> {
         if let Some(term) = self.unstable.term(index) {
             return Ok(term);
         }
-        self.store.term(index)
+        self.note(self.store.term(index))
     }
 
     /// The term at `index`, or zero when it is not held (compacted or absent).
@@ -256,7 +280,7 @@ impl<S: LogStore> RaftLog<S> {
         let mut out = Vec::new();
         let offset = self.unstable.offset;
         if low < offset {
-            out = self.store.entries(low, high.min(offset), max_size_bytes)?;
+            out = self.note(self.store.entries(low, high.min(offset), max_size_bytes))?;
             if (out.len() as u64) < high.min(offset) - low {
                 return Ok(out); // The size limit cut the stable part short.
             }
@@ -280,8 +304,9 @@ impl<S: LogStore> RaftLog<S> {
         if low > self.committed {
             return Vec::new();
         }
-        self.slice(low, self.committed.next(), max_size_bytes)
-            .expect("committed entries past the applied index are always held")
+        // Committed entries past the applied index are always held; an
+        // error here is a store failure, recorded by `slice`.
+        self.slice(low, self.committed.next(), max_size_bytes).unwrap_or_default()
     }
 
     pub fn has_next_committed_entries(&self) -> bool {
@@ -319,7 +344,7 @@ impl<S: LogStore> RaftLog<S> {
     pub fn snapshot(&self) -> Result<Snapshot, StorageError> {
         match &self.unstable.snapshot {
             Some(snapshot) => Ok(snapshot.clone()),
-            None => self.store.snapshot(),
+            None => self.note(self.store.snapshot()),
         }
     }
 

@@ -17,15 +17,18 @@
 //! # Driving a group: the ordering contract
 //!
 //! Inputs are [`RawNode::tick`], [`RawNode::step`], [`RawNode::propose`],
-//! [`RawNode::propose_conf_change`], [`RawNode::read_index`] and
-//! [`RawNode::transfer_leader`]. After any of them, if
-//! [`RawNode::has_ready`], the caller takes ONE [`Ready`] and handles it in
-//! this order:
+//! [`RawNode::propose_batch`], [`RawNode::propose_conf_change`],
+//! [`RawNode::read_index`], [`RawNode::transfer_leader`],
+//! [`RawNode::quiesce`] and [`RawNode::forget_leader`]. After any of them,
+//! if [`RawNode::has_ready`], the caller takes ONE [`Ready`] and handles it
+//! in this order:
 //!
-//! 1. Send `ready.messages` at once if desired: they are a leader's appends,
-//!    heartbeats and snapshots, which may go out before the leader's own
-//!    write (thesis §10.2.1); the leader counts itself toward a commit
-//!    quorum only after step 6.
+//! 1. Send `ready.messages` at once if desired: they promise nothing about
+//!    this node's durable state ([`MessageKind::may_send_before_persist`]):
+//!    a leader's appends, heartbeats and snapshots, which may go out before
+//!    the leader's own write (thesis §10.2.1; the leader counts itself
+//!    toward a commit quorum only after step 6), read-index traffic,
+//!    pre-votes and heartbeat answers.
 //! 2. Persist, atomically and durably (fsync when [`Ready::must_sync`]):
 //!    `ready.snapshot` (install it: log reset to the snapshot, state machine
 //!    replaced), then `ready.entries` (appended, overwriting any conflicting
@@ -38,16 +41,56 @@
 //! 4. Apply `ready.committed_entries` in order. They are committed and, by
 //!    step 2, durable here. For a conf-change entry call
 //!    [`RawNode::apply_conf_change`] and persist the returned [`ConfState`]
-//!    with the applied index. Persist the applied index in the same batch as
-//!    the state machine's data, so a crash never applies an entry twice.
+//!    with the applied index. If it returns an error, the change is invalid
+//!    in the configuration it meets (every replica meets the same one and
+//!    fails the same way): apply the entry as a no-op, keep and persist the
+//!    current configuration, and go on. Persist the applied index in the
+//!    same batch as the state machine's data, so a crash never applies an
+//!    entry twice.
 //! 5. Serve `ready.read_states`: a read with that context may be answered
-//!    once the applied index reaches the read state's index.
+//!    once the applied index reaches the read state's index. Fail the reads
+//!    in `ready.dropped_reads` with a retryable error: leadership changed
+//!    (or the leader was forgotten) and they will never be answered.
 //! 6. Call [`RawNode::advance`] exactly once. No other input may be fed
-//!    between `ready()` and `advance()`.
+//!    between `ready()` and `advance()`. Advancing can create new work (a
+//!    single voter commits there; a leader leaves an auto-leave joint
+//!    configuration): check [`RawNode::has_ready`] again afterwards.
+//!
+//! The rest of the contract:
+//!
+//! - **Read contexts** must be unique among this node's reads in flight;
+//!   reads that arrive between two `ready()` calls share one heartbeat round,
+//!   and a context names the read in `read_states` and `dropped_reads`.
+//! - **Batching.** Proposals between two `ready()` calls leave as one append
+//!   per follower (more only past `max_size_per_message_bytes`), so feed a
+//!   turn's proposals to a group before taking its Ready. A new commit index
+//!   rides on the next append or heartbeat, or on one empty append per
+//!   follower when the next heartbeat is a whole interval away.
+//! - [`RawNode::report_unreachable`]: the transport could not deliver to a
+//!   peer (a broken stream). The leader stops streaming to it and probes.
+//! - [`RawNode::report_snapshot`]: call it exactly once for every
+//!   `InstallSnapshot` message taken from a Ready, with `delivered = false`
+//!   when the transfer failed, was dropped or timed out. The leader sends the
+//!   follower nothing else while its snapshot is out, so a lost snapshot
+//!   never reported leaves that follower behind for good.
+//! - **Quiescence** (`quiesce.rs`): call [`RawNode::quiesce`] on an idle
+//!   leader; while [`RawNode::is_quiesced`], do not tick the group. Any
+//!   input wakes it. When the node of a follower's leader becomes
+//!   unreachable, call [`RawNode::forget_leader`] (staggered across groups).
+//! - **Election jitter** comes from [`Config::random_seed`]; use
+//!   [`Config::for_group`] so one node's groups do not time out together.
+//! - **Storage failures.** A [`LogStore`] read that fails with
+//!   [`StorageError::Store`] fails the group: every later input returns
+//!   [`RaftError::Storage`], [`RawNode::failure`] names the error, and
+//!   there is no Ready any more. Nothing the group did in the failing input
+//!   is handed out. The process does not panic; the caller reports the
+//!   failure and stops serving the group.
 //!
 //! Compaction is the caller's decision: once entries up to some index
 //! `<= applied` are covered by a snapshot the store holds, it may discard
 //! them; the leader then sends that snapshot to followers that need them.
+//! Build that snapshot from current state: a member refuses a snapshot whose
+//! configuration does not include it.
 //!
 //! # Layout
 //!
@@ -57,6 +100,7 @@
 //! - `progress`, `tracker`, `quorum`: per-follower progress, membership,
 //!   majority and joint-majority arithmetic.
 //! - `read_only`: ReadIndex bookkeeping.
+//! - `quiesce`: stopping and restarting an idle group's clock.
 //! - `raft`: state, role transitions, the clock and the common step checks.
 //! - `step`: `step_leader`, `step_candidate`, `step_follower`, replication.
 //! - `node`: [`RawNode`], [`Ready`], `advance`, invariants.
@@ -66,6 +110,7 @@ mod log;
 mod log_store;
 mod node;
 mod progress;
+mod quiesce;
 mod quorum;
 #[allow(clippy::module_inception)]
 mod raft;

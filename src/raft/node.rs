@@ -41,6 +41,10 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Read indexes confirmed since the last Ready.
     pub read_states: Vec<ReadState>,
+    /// Contexts of reads started on this node (`read_index`) that will never
+    /// get a ReadState: leadership changed, or the leader was forgotten.
+    /// Fail them (retryably) instead of letting the client wait.
+    pub dropped_reads: Vec<Vec<u8>>,
     /// Whether `hard_state` changed term or vote, not only commit.
     term_or_vote_changed: bool,
 }
@@ -76,6 +80,7 @@ pub struct Status {
     /// On a leader: each member's (matched, next_index, state).
     pub progress: Vec<(NodeId, LogIndex, LogIndex, ProgressState)>,
     pub lead_transferee: Option<NodeId>,
+    pub quiesced: bool,
 }
 
 /// One group's Raft, driven by the runtime.
@@ -101,28 +106,48 @@ impl<S: LogStore> RawNode<S> {
         self.raft.id
     }
 
+    /// Advances the clock by one tick, waking a quiesced group. Does
+    /// nothing once the group has failed.
     pub fn tick(&mut self) {
-        self.raft.tick();
+        if self.raft.check_failure().is_ok() {
+            self.raft.tick();
+        }
     }
 
     /// Feeds a message from a peer.
     pub fn step(&mut self, message: Message) -> Result<()> {
-        self.raft.step(message)
+        self.raft.check_failure()?;
+        let result = self.raft.step(message);
+        self.raft.check_failure()?;
+        result
     }
 
     /// Starts an election now (tests and operator tools).
     pub fn campaign(&mut self) {
-        self.raft.hup(false);
+        if self.raft.check_failure().is_ok() {
+            self.raft.wake();
+            self.raft.hup(false);
+        }
     }
 
     /// Appends a command to the log (leader only). The returned id tells
     /// whether a later applied entry is this proposal.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<ProposalId> {
-        self.append_proposal(EntryPayload::Normal(data))
+        let ids = self.append_proposals(vec![EntryPayload::Normal(data)])?;
+        Ok(ids[0])
+    }
+
+    /// Appends many commands at once (leader only), one id per command, in
+    /// order. However the proposals arrive between two `ready()` calls, they
+    /// go out as one append per follower; this saves the per-call checks.
+    pub fn propose_batch(&mut self, commands: Vec<Vec<u8>>) -> Result<Vec<ProposalId>> {
+        self.append_proposals(commands.into_iter().map(EntryPayload::Normal).collect())
     }
 
     /// Proposes a membership change (leader only; one at a time).
     pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<ProposalId> {
+        self.raft.check_failure()?;
+        self.raft.wake();
         let raft = &self.raft;
         if raft.role == Role::Leader && raft.pending_conf_index > raft.log.applied {
             return Err(RaftError::ConfChangePending);
@@ -130,7 +155,7 @@ impl<S: LogStore> RawNode<S> {
         // Reject now what would be rejected at apply time.
         raft.tracker.config.apply(&change)?;
         let leave = change.is_leave_joint();
-        let id = self.append_proposal(EntryPayload::ConfChange(change))?;
+        let id = self.append_proposals(vec![EntryPayload::ConfChange(change)])?[0];
         self.raft.pending_conf_index = id.index;
         if leave {
             self.raft.leave_joint_index = id.index;
@@ -138,8 +163,10 @@ impl<S: LogStore> RawNode<S> {
         Ok(id)
     }
 
-    fn append_proposal(&mut self, payload: EntryPayload) -> Result<ProposalId> {
+    fn append_proposals(&mut self, payloads: Vec<EntryPayload>) -> Result<Vec<ProposalId>> {
+        self.raft.check_failure()?;
         let raft = &mut self.raft;
+        raft.wake();
         if raft.role != Role::Leader {
             return Err(RaftError::NotLeader { hint: raft.leader });
         }
@@ -149,18 +176,26 @@ impl<S: LogStore> RawNode<S> {
         if !raft.tracker.is_voter(raft.id) {
             return Err(RaftError::ProposalDropped("this node was removed from the group"));
         }
-        let index = raft.log.last_index().next();
-        let entry = Entry { term: raft.term, index, payload };
-        raft.log.append(&[entry]);
-        raft.broadcast_append();
-        Ok(ProposalId { index, term: raft.term })
+        let (first, term) = (raft.log.last_index().next(), raft.term);
+        let entries: Vec<Entry> = payloads
+            .into_iter()
+            .zip(first.0..)
+            .map(|(payload, i)| Entry { term, index: LogIndex(i), payload })
+            .collect();
+        let ids = entries.iter().map(|e| ProposalId { index: e.index, term }).collect();
+        raft.log.append(&entries);
+        // Sent in `ready()`, together with every other proposal of this turn.
+        raft.entries_to_send = true;
+        Ok(ids)
     }
 
     /// Asks for a linearizable read point. The answer arrives as a
     /// `ReadState` with the same context in a later Ready; on a follower the
     /// request is forwarded to the leader.
     pub fn read_index(&mut self, context: Vec<u8>) -> Result<()> {
+        self.raft.check_failure()?;
         let raft = &mut self.raft;
+        raft.wake();
         match (raft.role, raft.leader) {
             (Role::Leader, _) => {
                 let id = raft.id;
@@ -169,8 +204,9 @@ impl<S: LogStore> RawNode<S> {
             }
             (Role::Follower, Some(leader)) => {
                 let mut message = Message::new(super::types::MessageKind::ReadIndex, raft.id, leader, raft.term);
-                message.context = context;
+                message.context = context.clone();
                 raft.send(message);
+                raft.forwarded_reads.push(context);
                 Ok(())
             }
             (_, hint) => Err(RaftError::NotLeader { hint }),
@@ -180,7 +216,9 @@ impl<S: LogStore> RawNode<S> {
     /// Hands leadership to `to` (thesis §3.10): stop accepting proposals,
     /// bring it up to date, then tell it to campaign at once.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<()> {
+        self.raft.check_failure()?;
         let raft = &mut self.raft;
+        raft.wake();
         if raft.role != Role::Leader {
             return Err(RaftError::NotLeader { hint: raft.leader });
         }
@@ -205,6 +243,7 @@ impl<S: LogStore> RawNode<S> {
     /// entry that carries it. Returns the configuration to persist with the
     /// applied index.
     pub fn apply_conf_change(&mut self, change: &ConfChange) -> Result<ConfState> {
+        self.raft.check_failure()?;
         let raft = &mut self.raft;
         let next = raft.tracker.config.apply(change)?;
         let next_index = raft.log.last_index().next();
@@ -228,12 +267,10 @@ impl<S: LogStore> RawNode<S> {
         if raft.lead_transferee.is_some_and(|t| !raft.tracker.is_voter(t)) {
             raft.lead_transferee = None;
         }
-        if raft.maybe_commit() {
-            raft.broadcast_append();
-        } else {
-            for id in raft.tracker.progress.keys().copied().collect::<Vec<_>>() {
-                raft.maybe_send_append(id, false);
-            }
+        // The new quorum may commit more; the commit goes out in `ready()`.
+        raft.maybe_commit();
+        for id in raft.tracker.progress.keys().copied().collect::<Vec<_>>() {
+            raft.maybe_send_append(id, false);
         }
     }
 
@@ -266,6 +303,42 @@ impl<S: LogStore> RawNode<S> {
         }
     }
 
+    // ---- quiescence (see quiesce.rs) ----
+
+    /// Whether the leader could quiesce now; `is_live` says which nodes the
+    /// caller believes are up.
+    pub fn can_quiesce(&self, is_live: impl Fn(NodeId) -> bool) -> bool {
+        self.raft.check_failure().is_ok() && self.raft.can_quiesce(&is_live)
+    }
+
+    /// Quiesces the leader if it can; the quiesce heartbeats are in the next
+    /// Ready. Returns whether the group is quiesced. Stop ticking it then.
+    pub fn quiesce(&mut self, is_live: impl Fn(NodeId) -> bool) -> bool {
+        self.raft.check_failure().is_ok() && self.raft.quiesce(&is_live)
+    }
+
+    /// Whether the group's clock is stopped (leader or follower). Any input
+    /// restarts it.
+    pub fn is_quiesced(&self) -> bool {
+        self.raft.quiesced
+    }
+
+    /// The leader's node is unreachable: wake, and (under ReadIndex reads)
+    /// forget the leader so a new one can be elected at once. Reads this
+    /// follower forwarded come back as `dropped_reads`.
+    pub fn forget_leader(&mut self) {
+        if self.raft.check_failure().is_ok() {
+            self.raft.forget_leader();
+        }
+    }
+
+    /// The store failure that stopped this group, if any. A failed group
+    /// refuses every input with `RaftError::Storage` and has no Ready; the
+    /// caller reports it and stops serving the group.
+    pub fn failure(&self) -> Option<&super::error::StorageError> {
+        self.raft.log.failure()
+    }
+
     // ---- Ready / advance ----
 
     fn soft_state(&self) -> SoftState {
@@ -275,12 +348,18 @@ impl<S: LogStore> RawNode<S> {
     /// Whether `ready()` would return anything.
     pub fn has_ready(&self) -> bool {
         let raft = &self.raft;
+        if raft.log.failure().is_some() {
+            return false;
+        }
         self.soft_state() != self.previous_soft_state
             || raft.hard_state() != self.previous_hard_state
             || raft.log.unstable_snapshot().is_some()
             || !raft.log.unstable_entries().is_empty()
             || !raft.messages.is_empty()
             || !raft.read_states.is_empty()
+            || !raft.dropped_reads.is_empty()
+            || raft.entries_to_send
+            || raft.read_round_pending
             || raft.log.has_next_committed_entries()
     }
 
@@ -288,14 +367,19 @@ impl<S: LogStore> RawNode<S> {
     /// before any other input.
     pub fn ready(&mut self) -> Ready {
         debug_assert!(self.pending.is_none(), "ready() called twice without advance()");
+        self.pending = Some(ReadyMark::default());
+        if self.raft.log.failure().is_some() {
+            return Ready::default();
+        }
         let raft = &mut self.raft;
+        raft.flush_sends();
         let soft_state = SoftState { leader: raft.leader, role: raft.role };
         let hard_state = raft.hard_state();
         let entries = raft.log.unstable_entries().to_vec();
         let snapshot = raft.log.unstable_snapshot().cloned();
         let committed_entries = raft.log.next_committed_entries(raft.config.max_committed_size_per_ready_bytes);
         let (messages, persisted_messages) =
-            std::mem::take(&mut raft.messages).into_iter().partition(|m| m.kind.sent_by_leader());
+            std::mem::take(&mut raft.messages).into_iter().partition(|m| m.kind.may_send_before_persist());
         let ready = Ready {
             soft_state: (soft_state != self.previous_soft_state).then_some(soft_state),
             hard_state: (hard_state != self.previous_hard_state).then_some(hard_state),
@@ -305,6 +389,7 @@ impl<S: LogStore> RawNode<S> {
             persisted_messages,
             committed_entries,
             read_states: std::mem::take(&mut raft.read_states),
+            dropped_reads: std::mem::take(&mut raft.dropped_reads),
             term_or_vote_changed: hard_state.durable_part_differs(&self.previous_hard_state),
         };
         self.previous_soft_state = soft_state;
@@ -314,6 +399,11 @@ impl<S: LogStore> RawNode<S> {
             snapshot_index: ready.snapshot.as_ref().map(|s| s.metadata.index),
             last_committed: ready.committed_entries.last().map(|e| e.index),
         });
+        if self.raft.log.failure().is_some() {
+            // Reading the committed entries failed: none of this is usable.
+            self.pending = Some(ReadyMark::default());
+            return Ready::default();
+        }
         ready
     }
 
@@ -321,6 +411,9 @@ impl<S: LogStore> RawNode<S> {
     /// and applied its committed entries.
     pub fn advance(&mut self) {
         let mark = self.pending.take().unwrap_or_default();
+        if self.raft.log.failure().is_some() {
+            return;
+        }
         let raft = &mut self.raft;
         if let Some(index) = mark.snapshot_index {
             raft.log.stable_snapshot_to(index);
@@ -344,9 +437,7 @@ impl<S: LogStore> RawNode<S> {
         if let Some(progress) = raft.tracker.progress.get_mut(&id) {
             progress.maybe_update(persisted);
         }
-        if raft.maybe_commit() {
-            raft.broadcast_append();
-        }
+        raft.maybe_commit();
         let config = &raft.tracker.config;
         if config.auto_leave && config.voters.is_joint() && raft.log.applied >= raft.pending_conf_index {
             let index = raft.log.last_index().next();
@@ -354,7 +445,7 @@ impl<S: LogStore> RawNode<S> {
             raft.log.append(&[entry]);
             raft.pending_conf_index = index;
             raft.leave_joint_index = index;
-            raft.broadcast_append();
+            raft.entries_to_send = true;
         }
     }
 
@@ -378,6 +469,7 @@ impl<S: LogStore> RawNode<S> {
             conf_state: raft.tracker.config.to_conf_state(),
             progress,
             lead_transferee: raft.lead_transferee,
+            quiesced: raft.quiesced,
         }
     }
 
@@ -425,6 +517,9 @@ impl<S: LogStore> RawNode<S> {
         }
         if raft.role != Role::Leader && raft.lead_transferee.is_some() {
             return fail("a non-leader has a leadership transferee".into());
+        }
+        if raft.quiesced && !matches!(raft.role, Role::Leader | Role::Follower) {
+            return fail(format!("a quiesced {:?}", raft.role));
         }
         if raft.role == Role::Leader && raft.leader != Some(raft.id) {
             return fail("a leader that does not know it leads".into());

@@ -19,6 +19,9 @@ pub enum ProgressState {
 
 /// A bounded window of in-flight appends to one follower, each identified by
 /// the last index it carries.
+///
+/// Memory is taken only when appends are in flight and given back when the
+/// group quiesces: thousands of idle groups must not each hold a window.
 #[derive(Clone, Debug)]
 pub struct Inflights {
     // Invariant: indexes are increasing, and len() <= capacity.
@@ -28,7 +31,20 @@ pub struct Inflights {
 
 impl Inflights {
     pub fn new(capacity: usize) -> Inflights {
-        Inflights { last_indexes: VecDeque::with_capacity(capacity.min(64)), capacity }
+        Inflights { last_indexes: VecDeque::new(), capacity }
+    }
+
+    /// Gives the window's memory back (the group went idle).
+    pub fn release(&mut self) {
+        if self.last_indexes.is_empty() {
+            self.last_indexes = VecDeque::new();
+        }
+    }
+
+    /// Slots allocated, for tests of the memory promise above.
+    #[cfg(test)]
+    pub fn allocated_slots(&self) -> usize {
+        self.last_indexes.capacity()
     }
 
     pub fn add(&mut self, last_index: LogIndex) {
@@ -74,6 +90,10 @@ pub struct Progress {
     pub recent_active: bool,
     /// The newest `lease_tick` this follower echoed in a heartbeat response.
     pub lease_ack_tick: u64,
+    /// The highest commit index a message sent to this follower let it
+    /// reach (an append's commit capped at its last entry, a heartbeat's).
+    /// Only decides whether a commit-only append is worth sending.
+    pub commit_sent: LogIndex,
     pub inflights: Inflights,
     pub is_learner: bool,
 }
@@ -88,6 +108,7 @@ impl Progress {
             probe_sent: false,
             recent_active: false,
             lease_ack_tick: 0,
+            commit_sent: LogIndex::ZERO,
             inflights: Inflights::new(max_inflight),
             is_learner,
         }
@@ -173,5 +194,41 @@ impl Progress {
             ProgressState::Replicate => self.inflights.full(),
             ProgressState::Snapshot => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inflight_window_takes_memory_only_while_appends_are_in_flight() {
+        let mut inflights = Inflights::new(256);
+        assert_eq!(inflights.allocated_slots(), 0, "a new window allocates nothing");
+        inflights.add(LogIndex(5));
+        assert!(inflights.allocated_slots() > 0);
+        inflights.release();
+        assert!(inflights.allocated_slots() > 0, "an append still in flight keeps its slot");
+        inflights.free_to(LogIndex(5));
+        inflights.release();
+        assert_eq!(inflights.allocated_slots(), 0, "an empty window gives its memory back");
+    }
+
+    #[test]
+    fn the_inflight_window_is_full_at_capacity_and_frees_in_order() {
+        let mut inflights = Inflights::new(2);
+        inflights.add(LogIndex(3));
+        assert!(!inflights.full());
+        inflights.add(LogIndex(7));
+        assert!(inflights.full());
+        inflights.free_to(LogIndex(6));
+        assert!(!inflights.full(), "the append ending at 3 was acknowledged");
+        inflights.add(LogIndex(9));
+        inflights.free_first_one();
+        inflights.free_to(LogIndex(8));
+        assert!(!inflights.full());
+        inflights.free_to(LogIndex(9));
+        inflights.release();
+        assert_eq!(inflights.allocated_slots(), 0);
     }
 }

@@ -7,7 +7,7 @@ use super::log::RaftLog;
 use super::log_store::LogStore;
 use super::read_only::ReadOnly;
 use super::tracker::{Configuration, ProgressTracker};
-use super::types::{ConfState, Entry, EntryPayload, HardState, LogIndex, Message, MessageKind, NodeId, Term};
+use super::types::{ConfState, Entry, EntryPayload, GroupId, HardState, LogIndex, Message, MessageKind, NodeId, Term};
 
 /// The role a node plays in its group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,8 +51,10 @@ pub struct Config {
     pub max_inflight_messages: usize,
     /// Upper bound on committed entries handed out in one Ready.
     pub max_committed_size_per_ready_bytes: u64,
-    /// The source of this node's election-timeout jitter. The caller draws
-    /// it; the core never does (so every run replays from its seeds).
+    /// The source of this replica's election-timeout jitter. The caller
+    /// draws it; the core never does (so every run replays from its seeds).
+    /// Replicas of many groups on one node need different seeds, or they all
+    /// time out on the same tick: see [`Config::for_group`].
     pub random_seed: u64,
     /// The index the state machine has applied (on restart).
     pub applied: LogIndex,
@@ -72,6 +74,27 @@ impl Config {
             max_committed_size_per_ready_bytes: 16 << 20,
             random_seed: id.0,
             applied: LogIndex::ZERO,
+        }
+    }
+
+    /// The configuration of node `id`'s replica of `group`. The election
+    /// jitter is seeded from both, so when a node dies the groups it led
+    /// spread their elections over the randomized window instead of all
+    /// campaigning on the same tick. Callers may still set `random_seed`.
+    pub fn for_group(id: NodeId, group: GroupId) -> Config {
+        let mut config = Config::new(id);
+        config.random_seed = group_seed(id, group);
+        config
+    }
+
+    /// Ticks a leader's lease lasts after a quorum acknowledged it (only
+    /// meaningful under [`ReadMode::Lease`]).
+    pub(super) fn lease_ticks(&self) -> u64 {
+        match self.read_mode {
+            ReadMode::Lease { clock_drift_bound_ticks } => {
+                u64::from(self.election_timeout_ticks.saturating_sub(clock_drift_bound_ticks))
+            }
+            ReadMode::Safe => 0,
         }
     }
 
@@ -99,6 +122,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Mixes a node id and a group id into one seed. Both go through an odd
+/// multiplier before they meet, so (node 1, group 2) and (node 2, group 1)
+/// differ, and neighbouring group ids land far apart.
+fn group_seed(id: NodeId, group: GroupId) -> u64 {
+    id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ group.0.wrapping_mul(0xD1B5_4A32_D192_ED03).rotate_left(29)
 }
 
 /// Why a campaign starts.
@@ -136,6 +166,36 @@ pub struct Raft<S: LogStore> {
     /// its own term (its commit index may be stale until then).
     pub(super) reads_awaiting_commit: Vec<(NodeId, Vec<u8>)>,
     pub(super) read_states: Vec<super::types::ReadState>,
+    /// Follower: contexts of this node's reads forwarded to the leader and
+    /// not answered yet. Dropped (and reported) when the leader changes.
+    pub(super) forwarded_reads: Vec<Vec<u8>>,
+    /// Contexts of this node's reads that will never be answered because
+    /// leadership changed; handed to the caller in the next Ready so the
+    /// client gets an error instead of waiting.
+    pub(super) dropped_reads: Vec<Vec<u8>>,
+    /// The group's clock is stopped: the runtime does not tick it, the
+    /// leader sends no heartbeats, followers do not count towards an
+    /// election. Any input wakes it (see `quiesce.rs`).
+    /// Invariant: only a leader or a follower is quiesced.
+    pub(super) quiesced: bool,
+    /// Lease reads are not served before this tick. A quiesced leader's
+    /// clock stood still while real time went on, so the acknowledgements
+    /// it holds say nothing about now: after waking it serves reads through
+    /// ReadIndex until it has ticked a full lease again.
+    pub(super) lease_resumes_at_tick: u64,
+    /// This leader sent TimeoutNow in its term. A late or duplicated one can
+    /// make the target win with votes that ignore leases, so the lease is
+    /// void for the rest of the term, even if the transfer seems to fail.
+    pub(super) timeout_now_sent: bool,
+    /// Leader: entries were appended since the last Ready. They go out in
+    /// `ready()` as one append per follower, however many proposals came.
+    pub(super) entries_to_send: bool,
+    /// Leader: the commit index advanced since the last Ready; followers
+    /// learn it from the next append or heartbeat (see `flush_sends`).
+    pub(super) commit_to_send: bool,
+    /// Leader: read requests wait for a heartbeat round; every request that
+    /// arrives before the next Ready shares one round.
+    pub(super) read_round_pending: bool,
     /// Ticks since the last heartbeat from a valid leader (follower), since
     /// the campaign started (candidate), or since the last check-quorum round.
     pub(super) election_elapsed: u32,
@@ -156,6 +216,8 @@ impl<S: LogStore> Raft<S> {
     pub fn new(config: Config, store: S, hard_state: HardState, conf_state: &ConfState) -> Result<Raft<S>> {
         config.validate()?;
         let log = RaftLog::new(store, hard_state.commit, config.applied);
+        // The one read every later step relies on; a broken store fails here.
+        log.term(log.last_index())?;
         let mut tracker = ProgressTracker::new(config.max_inflight_messages);
         let configuration = Configuration::from_conf_state(conf_state);
         configuration.check().map_err(RaftError::InvalidConfig)?;
@@ -174,6 +236,14 @@ impl<S: LogStore> Raft<S> {
             read_only: ReadOnly::default(),
             reads_awaiting_commit: Vec::new(),
             read_states: Vec::new(),
+            forwarded_reads: Vec::new(),
+            dropped_reads: Vec::new(),
+            quiesced: false,
+            lease_resumes_at_tick: 0,
+            timeout_now_sent: false,
+            entries_to_send: false,
+            commit_to_send: false,
+            read_round_pending: false,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_timeout: config.election_timeout_ticks,
@@ -211,8 +281,9 @@ impl<S: LogStore> Raft<S> {
         self.randomized_election_timeout = base + (self.next_random() % base as u64) as u32;
     }
 
-    /// Advances the logical clock by one tick.
+    /// Advances the logical clock by one tick (waking a quiesced group).
     pub fn tick(&mut self) {
+        self.wake();
         self.ticks += 1;
         match self.role {
             Role::Leader => self.tick_heartbeat(),
@@ -245,8 +316,7 @@ impl<S: LogStore> Raft<S> {
         }
         if self.heartbeat_elapsed >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed = 0;
-            let context = self.read_only.last_pending_context().map(<[u8]>::to_vec);
-            self.broadcast_heartbeat(context.unwrap_or_default());
+            self.broadcast_heartbeat_with_reads();
         }
     }
 
@@ -271,6 +341,12 @@ impl<S: LogStore> Raft<S> {
             self.term = term;
             self.vote = None;
         }
+        self.drop_local_reads();
+        self.quiesced = false;
+        self.timeout_now_sent = false;
+        self.entries_to_send = false;
+        self.commit_to_send = false;
+        self.read_round_pending = false;
         self.leader = None;
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
@@ -279,8 +355,6 @@ impl<S: LogStore> Raft<S> {
         self.tracker.votes.clear();
         self.pending_conf_index = LogIndex::ZERO;
         self.leave_joint_index = LogIndex::ZERO;
-        self.read_only = ReadOnly::default();
-        self.reads_awaiting_commit.clear();
         let next_index = self.log.last_index().next();
         let persisted = self.log.persisted;
         let id = self.id;
@@ -293,6 +367,20 @@ impl<S: LogStore> Raft<S> {
                 progress.recent_active = true;
             }
         }
+    }
+
+    /// Leadership changed: no read this node started will be answered by
+    /// the leader it asked. Their contexts go to the caller (Ready's
+    /// `dropped_reads`); reads forwarded to us by followers are dropped too,
+    /// and those followers drop them when they see the new leader.
+    fn drop_local_reads(&mut self) {
+        let id = self.id;
+        let pending = std::mem::take(&mut self.read_only).into_pending();
+        let awaiting = std::mem::take(&mut self.reads_awaiting_commit);
+        let local = pending.filter(|r| r.from == id).map(|r| r.context);
+        self.dropped_reads.extend(local);
+        self.dropped_reads.extend(awaiting.into_iter().filter(|(from, _)| *from == id).map(|(_, context)| context));
+        self.dropped_reads.append(&mut self.forwarded_reads);
     }
 
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -433,6 +521,9 @@ impl<S: LogStore> Raft<S> {
         if message.to != self.id {
             return Ok(()); // Misrouted; ignore rather than fail the group.
         }
+        // Any message wakes a quiesced group, even a stale one: whoever sent
+        // it is not quiet. A quiesce heartbeat puts a follower back to sleep.
+        self.wake();
         if message.term > self.term {
             if !self.step_higher_term(&message) {
                 return Ok(());
@@ -530,5 +621,13 @@ impl<S: LogStore> Raft<S> {
 
     pub(super) fn send(&mut self, message: Message) {
         self.messages.push(message);
+    }
+
+    /// The common checks of every public input: a failed group refuses work.
+    pub(super) fn check_failure(&self) -> Result<()> {
+        match self.log.failure() {
+            Some(error) => Err(RaftError::Storage(error.clone())),
+            None => Ok(()),
+        }
     }
 }

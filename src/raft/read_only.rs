@@ -64,4 +64,14 @@ impl ReadOnly {
     pub fn last_pending_context(&self) -> Option<&[u8]> {
         self.queue.back().map(|c| c.as_slice())
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Every pending read, in arrival order (leadership was lost).
+    pub fn into_pending(mut self) -> impl Iterator<Item = PendingRead> {
+        let queue = std::mem::take(&mut self.queue);
+        queue.into_iter().map(move |c| self.pending.remove(&c).expect("queue and pending agree"))
+    }
 }

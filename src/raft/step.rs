@@ -56,9 +56,11 @@ impl<S: LogStore> Raft<S> {
             ProgressState::Replicate => progress.inflights.free_to(message.index),
         }
         let matched = progress.matched;
-        if self.maybe_commit() {
-            self.broadcast_append();
-        } else if was_paused {
+        // A new commit index rides on the next append or heartbeat (see
+        // `flush_sends`): acknowledgements arrive one by one, and answering
+        // each with an empty append to every follower would multiply traffic.
+        self.maybe_commit();
+        if was_paused {
             self.send_append(from);
         }
         // Fill the in-flight window.
@@ -92,6 +94,11 @@ impl<S: LogStore> Raft<S> {
             progress.inflights.free_first_one();
         }
         let (lagging, is_learner) = (progress.matched < last_index, progress.is_learner);
+        if progress.state == ProgressState::Probe && !lagging {
+            // It has everything: stream to it from now on, rather than
+            // probing with the next proposal first.
+            progress.become_replicate();
+        }
         if lagging {
             self.send_append(from);
         }
@@ -133,8 +140,10 @@ impl<S: LogStore> Raft<S> {
             self.answer_read(from, index, context);
             return;
         }
-        self.read_only.add_request(index, from, context.clone(), self.id);
-        self.broadcast_heartbeat(context);
+        // Every read that arrives before the next Ready shares one heartbeat
+        // round: an acknowledgement of the newest context confirms them all.
+        self.read_only.add_request(index, from, context, self.id);
+        self.read_round_pending = true;
     }
 
     pub(super) fn committed_in_current_term(&self) -> bool {
@@ -147,11 +156,14 @@ impl<S: LogStore> Raft<S> {
         let super::raft::ReadMode::Lease { clock_drift_bound_ticks } = self.config.read_mode else {
             return false;
         };
-        if self.lead_transferee.is_some() {
+        if self.lead_transferee.is_some() || self.timeout_now_sent {
             return false; // We asked someone else to take over.
         }
+        if self.quiesced || self.ticks < self.lease_resumes_at_tick {
+            return false; // Our clock stood still; see `lease_resumes_at_tick`.
+        }
         let since = self.tracker.quorum_lease_tick(self.id, self.ticks);
-        let lease_ticks = (self.config.election_timeout_ticks - clock_drift_bound_ticks) as u64;
+        let lease_ticks = u64::from(self.config.election_timeout_ticks - clock_drift_bound_ticks);
         since > 0 && self.ticks < since + lease_ticks
     }
 
@@ -171,6 +183,7 @@ impl<S: LogStore> Raft<S> {
         let committed = self.tracker.committed();
         let advanced = self.log.maybe_commit(committed, self.term);
         if advanced {
+            self.commit_to_send = true;
             self.release_reads_awaiting_commit();
         }
         advanced
@@ -210,9 +223,12 @@ impl<S: LogStore> Raft<S> {
         message.index = next.prev();
         message.log_term = prev_term;
         message.commit = self.log.committed;
-        if let Some(last) = entries.last() {
-            let progress = self.tracker.progress.get_mut(&to).expect("checked above");
-            progress.sent_entries(last.index);
+        let progress = self.tracker.progress.get_mut(&to).expect("checked above");
+        // The follower commits up to the last entry this message carries.
+        let last = entries.last().map_or(message.index, |e| e.index);
+        progress.commit_sent = progress.commit_sent.max(message.commit.min(last));
+        if !entries.is_empty() {
+            progress.sent_entries(last);
         }
         message.entries = entries;
         self.send(message);
@@ -245,19 +261,68 @@ impl<S: LogStore> Raft<S> {
     /// Heartbeats carry the commit index, but never past what the follower
     /// is known to hold, so it never commits an entry it may not have.
     pub(super) fn broadcast_heartbeat(&mut self, context: Vec<u8>) {
-        let peers: Vec<(NodeId, LogIndex)> =
-            self.tracker.progress.iter().filter(|(&id, _)| id != self.id).map(|(&id, p)| (id, p.matched)).collect();
-        for (to, matched) in peers {
-            let mut message = Message::new(MessageKind::Heartbeat, self.id, to, self.term);
-            message.commit = matched.min(self.log.committed);
+        let (id, committed, term, ticks) = (self.id, self.log.committed, self.term, self.ticks);
+        let mut heartbeats = Vec::new();
+        for (&to, progress) in self.tracker.progress.iter_mut().filter(|(&peer, _)| peer != id) {
+            let mut message = Message::new(MessageKind::Heartbeat, id, to, term);
+            message.commit = progress.matched.min(committed);
             message.context = context.clone();
-            message.lease_tick = self.ticks;
-            self.send(message);
+            message.lease_tick = ticks;
+            progress.commit_sent = progress.commit_sent.max(message.commit);
+            heartbeats.push(message);
         }
+        self.messages.extend(heartbeats);
+    }
+
+    /// A heartbeat round carrying the newest pending read's context, which
+    /// confirms every read queued before it too.
+    pub(super) fn broadcast_heartbeat_with_reads(&mut self) {
+        let context = self.read_only.last_pending_context().map(<[u8]>::to_vec).unwrap_or_default();
+        self.read_round_pending = false;
+        self.broadcast_heartbeat(context);
     }
 
     pub(super) fn send_timeout_now(&mut self, to: NodeId) {
+        self.timeout_now_sent = true;
         self.send(Message::new(MessageKind::TimeoutNow, self.id, to, self.term));
+    }
+
+    /// Sends what proposals, acknowledgements and reads left for this
+    /// Ready: all new entries as one append per follower (more only when
+    /// they exceed the message size), one heartbeat round for every read
+    /// queued since the last Ready, and a new commit index. The commit waits
+    /// for the next append or heartbeat, unless a follower would otherwise
+    /// wait a whole heartbeat interval (the heartbeat went out this tick):
+    /// then it gets one empty append in this Ready.
+    pub(super) fn flush_sends(&mut self) {
+        let (entries, commit) = (self.entries_to_send, self.commit_to_send);
+        self.entries_to_send = false;
+        self.commit_to_send = false;
+        if self.role != Role::Leader {
+            self.read_round_pending = false;
+            return;
+        }
+        if self.read_round_pending {
+            self.broadcast_heartbeat_with_reads();
+        }
+        let heartbeat_just_sent = self.heartbeat_elapsed == 0;
+        let peers: Vec<NodeId> = self.tracker.progress.keys().copied().filter(|&peer| peer != self.id).collect();
+        for peer in peers {
+            if entries {
+                while self.maybe_send_append(peer, false) {}
+            }
+            if commit && heartbeat_just_sent && self.owes_commit(peer) {
+                self.send_append(peer);
+            }
+        }
+    }
+
+    /// Whether `peer` could commit more than the messages sent to it so far
+    /// told it: an empty append at its next index would let it commit up to
+    /// that index.
+    fn owes_commit(&self, peer: NodeId) -> bool {
+        let progress = &self.tracker.progress[&peer];
+        progress.commit_sent < self.log.committed.min(progress.next_index.prev())
     }
 
     // ---- candidate ----
@@ -300,6 +365,9 @@ impl<S: LogStore> Raft<S> {
             }
             MessageKind::Heartbeat => {
                 self.accept_leader(message.from);
+                if message.quiesce && self.quiesce_with_leader(&message) {
+                    return Ok(()); // Asleep; an answer would wake the leader.
+                }
                 self.log.commit_to(message.commit.min(self.log.last_index()));
                 let mut response = Message::new(MessageKind::HeartbeatResponse, self.id, message.from, self.term);
                 response.context = message.context;
@@ -312,7 +380,12 @@ impl<S: LogStore> Raft<S> {
             }
             MessageKind::TimeoutNow => self.hup(true),
             MessageKind::ReadIndexResponse => {
-                self.read_states.push(ReadState { index: message.index, context: message.context });
+                // Only reads still waiting: one dropped on a leader change was
+                // already reported to the caller as failed.
+                if let Some(at) = self.forwarded_reads.iter().position(|c| *c == message.context) {
+                    self.forwarded_reads.swap_remove(at);
+                    self.read_states.push(ReadState { index: message.index, context: message.context });
+                }
             }
             _ => {}
         }
@@ -364,6 +437,12 @@ impl<S: LogStore> Raft<S> {
         }
         let configuration = super::tracker::Configuration::from_conf_state(&metadata.conf_state);
         if configuration.check().is_err() {
+            return false;
+        }
+        if !configuration.members().contains(&self.id) {
+            // A snapshot from before we were added (or after we were
+            // removed) would leave us with a configuration we are not in;
+            // etcd refuses it too. The leader's next snapshot will do.
             return false;
         }
         let next_index = metadata.index.next();

@@ -11,7 +11,7 @@ use super::types::{ConfChange, ConfChangeKind, ConfState, LogIndex, NodeId};
 
 /// Who is in the group.
 ///
-/// Invariants: `learners` and `voters.incoming` are disjoint; `learners_next`
+/// Invariants: `learners` is disjoint from both halves of `voters`; `learners_next`
 /// is a subset of `voters.outgoing` and is empty unless joint;
 /// `auto_leave` implies joint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,6 +53,9 @@ impl Configuration {
     pub fn check(&self) -> Result<(), String> {
         if let Some(id) = self.learners.intersection(&self.voters.incoming).next() {
             return Err(format!("node {id} is both a voter and a learner"));
+        }
+        if let Some(id) = self.learners.intersection(&self.voters.outgoing).next() {
+            return Err(format!("node {id} is both an outgoing voter and a learner"));
         }
         if let Some(id) = self.learners_next.difference(&self.voters.outgoing).next() {
             return Err(format!("node {id} is to become a learner but is not an outgoing voter"));

@@ -262,17 +262,29 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
-    /// Messages only a leader sends. The leader may send them before its own
-    /// write of the same Ready is durable (thesis §10.2.1); every other message
-    /// states something about persisted state and waits for the write.
-    pub fn sent_by_leader(self) -> bool {
+    /// Messages that promise nothing about this node's durable state, so
+    /// they may leave before the write of the Ready that produced them
+    /// completes. A leader's appends, heartbeats, snapshots and TimeoutNow
+    /// (thesis §10.2.1: the leader counts itself only once its own write is
+    /// durable); read-index traffic, which carries commit indexes, not
+    /// persisted state; a pre-vote and its answer, which change no term or
+    /// vote (a granted pre-vote binds nobody, the real vote that follows is
+    /// persisted); and a heartbeat answer, which only says "I heard you"
+    /// (its lease promise survives a restart through the restart guard in
+    /// `Raft::in_lease`). Everything else (append answers, votes, and the
+    /// answers that carry a newly adopted term) waits for the write.
+    pub fn may_send_before_persist(self) -> bool {
         matches!(
             self,
             MessageKind::AppendEntries
                 | MessageKind::Heartbeat
                 | MessageKind::InstallSnapshot
                 | MessageKind::TimeoutNow
+                | MessageKind::ReadIndex
                 | MessageKind::ReadIndexResponse
+                | MessageKind::RequestPreVote
+                | MessageKind::RequestPreVoteResponse
+                | MessageKind::HeartbeatResponse
         )
     }
 }
@@ -309,6 +321,11 @@ pub struct Message {
     /// Heartbeat: the leader's tick counter when it was sent; echoed in the
     /// response so the leader knows how old each follower's promise is (leases).
     pub lease_tick: u64,
+    /// Heartbeat: the leader is going quiet. `index` and `log_term` are its
+    /// last entry and `commit` its commit index; a follower whose log ends
+    /// exactly there with that commit stops its clock too and does not
+    /// answer (an answer would wake the leader again).
+    pub quiesce: bool,
 }
 
 impl Message {
@@ -328,6 +345,7 @@ impl Message {
             context: Vec::new(),
             leader_transfer: false,
             lease_tick: 0,
+            quiesce: false,
         }
     }
 }

@@ -65,6 +65,42 @@ pub struct Stats {
     pub snapshots_sent: u64,
     pub compactions: u64,
     pub elections_won: u64,
+    /// Times a leader quiesced its group, and times a quiesced group woke.
+    pub quiesced: u64,
+    pub woken: u64,
+    /// Followers that forgot a leader whose peer stream broke.
+    pub leaders_forgotten: u64,
+    pub quiesced_leader_crashes: u64,
+    /// Reads reported dropped (leadership changed) instead of answered.
+    pub reads_dropped: u64,
+    /// Appends a Raft-paper leader would send after a rejection (§5.3).
+    pub paper_backtracks: u64,
+}
+
+impl Stats {
+    /// Adds another run's counts to these.
+    pub fn absorb(&mut self, other: &Stats) {
+        let pairs = [
+            (&mut self.proposals, other.proposals),
+            (&mut self.acknowledged, other.acknowledged),
+            (&mut self.reads_served, other.reads_served),
+            (&mut self.crashes, other.crashes),
+            (&mut self.conf_changes, other.conf_changes),
+            (&mut self.transfers, other.transfers),
+            (&mut self.snapshots_sent, other.snapshots_sent),
+            (&mut self.compactions, other.compactions),
+            (&mut self.elections_won, other.elections_won),
+            (&mut self.quiesced, other.quiesced),
+            (&mut self.woken, other.woken),
+            (&mut self.leaders_forgotten, other.leaders_forgotten),
+            (&mut self.quiesced_leader_crashes, other.quiesced_leader_crashes),
+            (&mut self.reads_dropped, other.reads_dropped),
+            (&mut self.paper_backtracks, other.paper_backtracks),
+        ];
+        for (total, add) in pairs {
+            *total += add;
+        }
+    }
 }
 
 pub struct Cluster {
@@ -75,7 +111,7 @@ pub struct Cluster {
     network: BinaryHeap<Reverse<InFlight>>,
     sequence: u64,
     /// Directed links that drop everything.
-    blocked: HashSet<(NodeId, NodeId)>,
+    pub(super) blocked: HashSet<(NodeId, NodeId)>,
     /// A link that toggles every few ticks, if any.
     flapping: Option<(NodeId, NodeId)>,
     pub checker: Checker,
@@ -96,11 +132,20 @@ pub struct Cluster {
     pub stats: Stats,
     pub trace: Vec<String>,
     /// Whether faults are injected (off once the run heals).
-    chaos: bool,
+    pub(super) chaos: bool,
     /// Per directed link, when its last message is due (FIFO after heal).
     last_delivery: HashMap<(NodeId, NodeId), u64>,
     /// A leader chosen to crash at a time: (leader, term, time).
     doomed_leader: Option<(NodeId, Term, u64)>,
+    /// Clients send nothing before this time (an idle spell).
+    pub(super) idle_until: u64,
+    /// Followers that will forget a leader whose stream broke:
+    /// (when, follower, its incarnation, leader).
+    pub(super) forgets: Vec<(u64, NodeId, u64, NodeId)>,
+    /// Whether each node's clock was stopped at the end of its last flush.
+    pub(super) was_quiesced: HashMap<NodeId, bool>,
+    /// Reads reported dropped; they must never be answered.
+    dropped_reads: HashSet<Vec<u8>>,
 }
 
 impl Cluster {
@@ -110,8 +155,7 @@ impl Cluster {
         let mut nodes = BTreeMap::new();
         let mut tick_phase = HashMap::new();
         for id in 1..=config.nodes as u64 {
-            let seed = rng.next_u64();
-            nodes.insert(NodeId(id), SimNode::bootstrap(NodeId(id), &voters, seed, config.node_settings()));
+            nodes.insert(NodeId(id), SimNode::bootstrap(NodeId(id), &voters, config.node_settings()));
             tick_phase.insert(NodeId(id), rng.range(0, TIME_UNITS_PER_TICK));
         }
         let initial = config.nodes;
@@ -139,6 +183,10 @@ impl Cluster {
             chaos: true,
             doomed_leader: None,
             last_delivery: HashMap::new(),
+            idle_until: 0,
+            forgets: Vec::new(),
+            was_quiesced: HashMap::new(),
+            dropped_reads: HashSet::new(),
         }
     }
 
@@ -152,7 +200,7 @@ impl Cluster {
         self.trace.push(format!("[t={}] {line}", self.time));
     }
 
-    fn up_nodes(&self) -> Vec<NodeId> {
+    pub(super) fn up_nodes(&self) -> Vec<NodeId> {
         self.nodes.iter().filter(|(_, n)| n.is_up()).map(|(&id, _)| id).collect()
     }
 
@@ -174,12 +222,18 @@ impl Cluster {
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             if (self.time + self.tick_phase.get(&id).copied().unwrap_or(0)) % TIME_UNITS_PER_TICK == 0 {
+                // A quiesced group is not ticked: that is the point.
                 if let Some(raw) = self.nodes.get_mut(&id).and_then(|n| n.raw.as_mut()) {
-                    raw.tick();
+                    if !raw.is_quiesced() {
+                        raw.tick();
+                    }
                 }
+                self.maybe_quiesce(id);
                 self.flush(id)?;
             }
         }
+        self.watch_streams();
+        self.forget_due()?;
         if self.chaos {
             self.client_actions()?;
             self.inject_faults()?;
@@ -194,9 +248,13 @@ impl Cluster {
             let is_snapshot = message.kind == MessageKind::InstallSnapshot;
             let delivered = !self.blocked.contains(&(from, to)) && self.nodes.get(&to).is_some_and(SimNode::is_up);
             if delivered {
+                let rejected_append = message.kind == MessageKind::AppendEntriesResponse && message.reject;
                 let raw = self.nodes.get_mut(&to).expect("checked").raw();
-                let _ = raw.step(message);
+                let _ = raw.step(message.clone());
                 self.flush(to)?;
+                if rejected_append && self.rng.chance(self.config.paper_backtrack_per_million) {
+                    self.paper_backtrack(to, &message);
+                }
             }
             if is_snapshot {
                 self.stats.snapshots_sent += u64::from(delivered);
@@ -209,7 +267,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn send(&mut self, message: Message) {
+    pub(super) fn send(&mut self, message: Message) {
         let (from, to) = (message.from, message.to);
         if self.blocked.contains(&(from, to)) {
             if self.rng.chance(200_000) {
@@ -253,7 +311,13 @@ impl Cluster {
 
     /// Handles every Ready the node has, routing messages and checking.
     pub fn flush(&mut self, id: NodeId) -> Result<(), Violation> {
-        for _ in 0..64 {
+        let result = self.flush_readies(id);
+        self.note_quiescence(id);
+        result
+    }
+
+    fn flush_readies(&mut self, id: NodeId) -> Result<(), Violation> {
+        for _ in 0..self.config.readies_per_flush {
             let crash = self.chaos && self.rng.chance(self.config.crash_mid_ready_per_million);
             let Some(node) = self.nodes.get_mut(&id) else { return Ok(()) };
             let Some(raw) = node.raw.as_mut() else { return Ok(()) };
@@ -273,6 +337,7 @@ impl Cluster {
                 self.stats.crashes += 1;
                 self.log(format!("node {id} crashed mid-ready"));
             }
+            self.note_dropped_reads(output.dropped_reads);
             if became_leader {
                 let term = before.hard_state.term;
                 self.checker.observe_role(id, Role::Leader, term)?;
@@ -287,7 +352,7 @@ impl Cluster {
                 self.send(message);
             }
             self.after_apply(id, incarnation, before.hard_state.term, &output.applied)?;
-            self.record_read_states(id, incarnation, output.read_states);
+            self.record_read_states(id, incarnation, output.read_states)?;
             if let Some(raw) = self.nodes.get(&id).and_then(|n| n.raw.as_ref()) {
                 self.checker.check_progress(id, incarnation, raw)?;
             }
@@ -325,14 +390,31 @@ impl Cluster {
         Ok(())
     }
 
-    fn record_read_states(&mut self, id: NodeId, incarnation: u64, read_states: Vec<ReadState>) {
+    fn note_dropped_reads(&mut self, contexts: Vec<Vec<u8>>) {
+        for context in contexts {
+            self.reads.remove(&context);
+            self.stats.reads_dropped += 1;
+            self.dropped_reads.insert(context);
+        }
+    }
+
+    fn record_read_states(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        read_states: Vec<ReadState>,
+    ) -> Result<(), Violation> {
         for state in read_states {
+            if self.dropped_reads.contains(&state.context) {
+                return Err(format!("node {id} answered read {:?} after reporting it dropped", state.context));
+            }
             if let Some(read) = self.reads.get_mut(&state.context) {
                 if read.node == id && read.incarnation == incarnation {
                     read.read_index = Some(state.index);
                 }
             }
         }
+        Ok(())
     }
 
     /// A read whose index the node has applied is served now: it must
@@ -368,6 +450,14 @@ impl Cluster {
     // ---- clients ----
 
     fn client_actions(&mut self) -> Result<(), Violation> {
+        if self.time < self.idle_until {
+            return Ok(());
+        }
+        if self.rng.chance(self.config.idle_per_million) {
+            self.idle_until = self.time + self.rng.range(30, 150) * TIME_UNITS_PER_TICK;
+            self.log("clients go idle".into());
+            return Ok(());
+        }
         if self.rng.chance(self.config.propose_per_million) {
             self.propose_on_leader();
         }
@@ -417,6 +507,7 @@ impl Cluster {
             }
         }
         self.maybe_crash_new_leader();
+        self.maybe_crash_quiesced_leader();
         if self.rng.chance(c.restart_per_million) {
             self.restart_one()?;
         }
@@ -544,8 +635,7 @@ impl Cluster {
             self.log(format!("leader {leader} proposes {change:?}"));
             for single in &change.changes {
                 if !self.nodes.contains_key(&single.node) {
-                    let seed = self.rng.next_u64();
-                    let node = SimNode::empty(single.node, seed, self.config.node_settings());
+                    let node = SimNode::empty(single.node, self.config.node_settings());
                     self.tick_phase.insert(single.node, self.rng.range(0, TIME_UNITS_PER_TICK));
                     self.nodes.insert(single.node, node);
                 }

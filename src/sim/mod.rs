@@ -15,17 +15,21 @@
 mod checker;
 mod cluster;
 mod node;
+mod quiesce;
 mod rng;
 
 pub use cluster::{Cluster, Stats, TIME_UNITS_PER_TICK};
 pub use rng::Rng;
 
-use crate::raft::{NodeId, ReadMode};
+use crate::raft::{GroupId, NodeId, ReadMode};
 
 /// The knobs of one run. Rates are chances per time unit (per million).
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
+    /// The group the run simulates: with the node id it seeds each
+    /// replica's election jitter (`Config::for_group`), as on a real node.
+    pub group: GroupId,
     pub nodes: usize,
     pub chaos_ticks: u64,
     /// After healing: the bound within which a leader must be elected and
@@ -52,6 +56,27 @@ pub struct SimConfig {
     pub compact_per_million: u32,
     pub propose_per_million: u32,
     pub read_per_million: u32,
+    /// Chance per time unit that the clients go quiet for a while, so the
+    /// group can quiesce; load wakes it again.
+    pub idle_per_million: u32,
+    /// Chance per leader tick that an idle leader that can quiesce does.
+    pub quiesce_per_million: u32,
+    /// Chance per time unit that a quiesced leader crashes: its followers
+    /// sleep until their broken peer streams make them forget it.
+    pub crash_quiesced_leader_per_million: u32,
+    /// A follower forgets a leader whose stream broke after a random delay
+    /// of up to this many ticks (the runtime staggers these wake-ups).
+    pub forget_delay_ticks: u64,
+    /// Readies handled per flush. One in some runs: committed entries then
+    /// wait for the node's next turn, as with a separate apply, so inputs
+    /// arrive while conf changes are committed but not applied.
+    pub readies_per_flush: usize,
+    /// Chance that a leader's rejected append is followed by one a Raft
+    /// paper leader would send (§5.3: resume at the first index the follower
+    /// holds of the conflicting term, which may be below the conflict). Our
+    /// leader resumes exactly at the conflict, so without this no follower
+    /// ever holds a stale suffix past an append it accepts.
+    pub paper_backtrack_per_million: u32,
     pub read_mode: ReadMode,
     /// Entries per AppendEntries are bounded by this many bytes (an entry
     /// is about 32): small values force partial replication.
@@ -74,8 +99,10 @@ impl SimConfig {
         // 1 byte: one entry per message, so acknowledgements cover every
         // prefix of a long tail (Figure 8 needs that).
         let max_message_bytes = *rng.pick(&[1, 64, 256, 4096]).expect("non-empty");
+        let quiet = rng.chance(600_000);
         SimConfig {
             seed,
+            group: GroupId(rng.next_u64() >> 16),
             nodes: if rng.chance(500_000) { 3 } else { 5 },
             chaos_ticks: 400,
             liveness_ticks: 300,
@@ -94,6 +121,12 @@ impl SimConfig {
             compact_per_million: rng.range(500, 5_000) as u32,
             propose_per_million: rng.range(20_000, 150_000) as u32,
             read_per_million: rng.range(0, 30_000) as u32,
+            idle_per_million: if quiet { rng.range(500, 4_000) as u32 } else { 0 },
+            quiesce_per_million: if quiet { rng.range(100_000, 1_000_000) as u32 } else { 0 },
+            crash_quiesced_leader_per_million: if quiet { rng.range(0, 3_000) as u32 } else { 0 },
+            forget_delay_ticks: rng.range(1, 30),
+            readies_per_flush: if rng.chance(250_000) { 1 } else { 64 },
+            paper_backtrack_per_million: if rng.chance(300_000) { rng.range(100_000, 1_000_000) as u32 } else { 0 },
             read_mode,
             max_message_bytes,
             // One entry per round trip cannot keep up with the clients.
@@ -113,6 +146,7 @@ impl SimConfig {
 impl SimConfig {
     pub fn node_settings(&self) -> node::NodeSettings {
         node::NodeSettings {
+            group: self.group,
             read_mode: self.read_mode,
             max_message_bytes: self.max_message_bytes,
             max_inflight_messages: self.max_inflight_messages,

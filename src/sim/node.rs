@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::raft::{
-    ConfState, Config, EntryPayload, HardState, LogIndex, LogStore, MemoryLogStore, Message, NodeId, RawNode, ReadMode,
-    ReadState, Ready, Snapshot, SnapshotMetadata, StorageError, Term,
+    ConfState, Config, EntryPayload, GroupId, HardState, LogIndex, LogStore, MemoryLogStore, Message, NodeId, RawNode,
+    ReadMode, ReadState, Ready, Snapshot, SnapshotMetadata, StorageError, Term,
 };
 
 /// The replicated state machine: user values by the index that applied them.
@@ -38,6 +38,7 @@ pub struct ReadyOutput {
     pub messages: Vec<Message>,
     pub applied: Vec<Applied>,
     pub read_states: Vec<ReadState>,
+    pub dropped_reads: Vec<Vec<u8>>,
     /// The node crashed after sending the leader's messages but before its
     /// write was durable.
     pub crashed_mid_ready: bool,
@@ -48,7 +49,6 @@ pub struct SimNode {
     pub raw: Option<RawNode<MemoryLogStore>>,
     pub disk: Disk,
     pub incarnation: u64,
-    seed: u64,
     settings: NodeSettings,
     /// In-memory copy of the applied state (equals the disk's after each Ready).
     pub state_machine: StateMachine,
@@ -86,6 +86,7 @@ pub fn decode_state_machine(data: &[u8]) -> StateMachine {
 /// The core settings the run varies.
 #[derive(Clone, Copy, Debug)]
 pub struct NodeSettings {
+    pub group: GroupId,
     pub read_mode: ReadMode,
     pub max_message_bytes: u64,
     pub max_inflight_messages: usize,
@@ -100,7 +101,7 @@ pub const BOOTSTRAP_INDEX: LogIndex = LogIndex(1);
 
 impl SimNode {
     /// A member of the initial configuration.
-    pub fn bootstrap(id: NodeId, voters: &ConfState, seed: u64, settings: NodeSettings) -> SimNode {
+    pub fn bootstrap(id: NodeId, voters: &ConfState, settings: NodeSettings) -> SimNode {
         let mut disk = Disk::default();
         let metadata = SnapshotMetadata { index: BOOTSTRAP_INDEX, term: Term(1), conf_state: voters.clone() };
         let snapshot = Snapshot { metadata, data: encode_state_machine(&StateMachine::new()) };
@@ -108,21 +109,20 @@ impl SimNode {
         disk.hard_state = HardState { term: Term(1), vote: None, commit: BOOTSTRAP_INDEX };
         disk.conf_state = voters.clone();
         disk.applied = BOOTSTRAP_INDEX;
-        SimNode::from_disk(id, disk, seed, settings)
+        SimNode::from_disk(id, disk, settings)
     }
 
     /// A node added later: empty, waiting for the leader to contact it.
-    pub fn empty(id: NodeId, seed: u64, settings: NodeSettings) -> SimNode {
-        SimNode::from_disk(id, Disk::default(), seed, settings)
+    pub fn empty(id: NodeId, settings: NodeSettings) -> SimNode {
+        SimNode::from_disk(id, Disk::default(), settings)
     }
 
-    fn from_disk(id: NodeId, disk: Disk, seed: u64, settings: NodeSettings) -> SimNode {
+    fn from_disk(id: NodeId, disk: Disk, settings: NodeSettings) -> SimNode {
         let mut node = SimNode {
             id,
             raw: None,
             disk,
             incarnation: 0,
-            seed,
             settings,
             state_machine: StateMachine::new(),
             conf_state: ConfState::default(),
@@ -150,8 +150,12 @@ impl SimNode {
     /// Rebuilds the node from its disk only.
     pub fn restart(&mut self) {
         self.incarnation += 1;
-        let mut config = Config::new(self.id);
-        config.random_seed = self.seed.wrapping_mul(31).wrapping_add(self.incarnation);
+        // Seeded from node and group only, as a real node does (the run's
+        // group id differs per seed), and varied per incarnation so a
+        // restart does not replay the same timeouts. If `for_group` gave
+        // every node the same jitter, split votes would starve liveness.
+        let mut config = Config::for_group(self.id, self.settings.group);
+        config.random_seed = config.random_seed.wrapping_add(self.incarnation.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         config.applied = self.disk.applied;
         config.read_mode = self.settings.read_mode;
         config.max_inflight_messages = self.settings.max_inflight_messages;
@@ -193,6 +197,7 @@ impl SimNode {
         output.messages.extend(ready.persisted_messages.iter().cloned());
         self.apply(&ready, &mut output);
         output.read_states = ready.read_states;
+        output.dropped_reads = ready.dropped_reads;
         self.raw().advance();
         output
     }
@@ -240,11 +245,25 @@ impl SimNode {
                 EntryPayload::ConfChange(change) => {
                     let raw = self.raw.as_mut().expect("node is up");
                     self.conf_state = raw.apply_conf_change(change).expect("committed conf changes are valid");
+                    self.disk.applied = entry.index;
+                    self.snapshot_at_applied(entry.term);
                 }
             }
             self.disk.applied = entry.index;
             output.applied.push(Applied::Entry { index: entry.index, term: entry.term, value });
         }
+    }
+
+    /// Records a snapshot of the state at the applied index (`term` is the
+    /// applied entry's), keeping the log. Done after every conf change, as a
+    /// real node builds the snapshot it sends from its current state: a
+    /// snapshot from before a member was added is refused by that member
+    /// (it would not be in its own configuration).
+    fn snapshot_at_applied(&mut self, term: Term) {
+        let metadata = SnapshotMetadata { index: self.disk.applied, term, conf_state: self.conf_state.clone() };
+        let snapshot = Snapshot { metadata, data: encode_state_machine(&self.state_machine) };
+        let raw = self.raw.as_mut().expect("node is up");
+        raw.store_mut().create_snapshot(snapshot).expect("the applied entry is in the log");
     }
 
     /// Takes a snapshot at the applied index and discards log entries up to
