@@ -4,7 +4,7 @@
 # in seconds, instead of the whole node with RocksDB.
 #
 # Usage: bash scripts/raft-scratch.sh DEST
-#   DEST gets Cargo.toml, src/{lib.rs,raft,sim}, tests/{raft_*.rs,simulation.rs,common}.
+#   DEST gets Cargo.toml, src/{lib.rs,raft,sim}, tests/{raft_suites.rs,raft/,simulation.rs,common}.
 #   Real copies, not links: cargo-mutants edits its own copy of the tree.
 # Then, for example:
 #   cd DEST && CARGO_TARGET_DIR=DEST/target cargo test
@@ -13,10 +13,25 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="${1:?usage: raft-scratch.sh DEST}"
 mkdir -p "$dest/src" "$dest/tests"
-rm -rf "$dest/src/raft" "$dest/src/sim" "$dest/tests/common"
+rm -rf "$dest/src/raft" "$dest/src/sim" "$dest/tests"
+mkdir -p "$dest/tests"
 cp -r "$repo/src/raft" "$repo/src/sim" "$dest/src/"
 cp -r "$repo/tests/common" "$dest/tests/"
-cp "$repo"/tests/raft_*.rs "$repo/tests/simulation.rs" "$dest/tests/"
+cp "$repo/tests/simulation.rs" "$dest/tests/"
+# The raft_*.rs suites become modules of ONE test binary. Each suite
+# instantiates the generic core (RawNode<MemoryLogStore>) anew, so as
+# separate binaries every mutant would compile the core a dozen times.
+mkdir -p "$dest/tests/raft"
+{
+    echo "//! Every tests/raft_*.rs suite as a module of one binary (scripts/raft-scratch.sh)."
+    echo "mod common;"
+    for suite in "$repo"/tests/raft_*.rs; do
+        name="$(basename "$suite" .rs)"
+        sed -e '/^mod common;$/d' -e 's/^use common::/use crate::common::/' "$suite" >"$dest/tests/raft/$name.rs"
+        echo "#[path = \"raft/$name.rs\"]"
+        echo "mod $name;"
+    done
+} >"$dest/tests/raft_suites.rs"
 cp "$repo/Cargo.lock" "$dest/"
 thiserror="$(grep -E '^thiserror *=' "$repo/Cargo.toml")"
 cat >"$dest/Cargo.toml" <<TOML

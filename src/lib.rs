@@ -15,7 +15,8 @@
 //!   store and hard state, group commit (one fsync per batch), snapshots.
 //! - [`kv`]: the replicated state machine: commands, apply, reads.
 //! - [`proto`]: generated gRPC types (client, peer and admin APIs).
-//! - [`bench`]: `flotilla bench` measurements (so far: storage group commit).
+//! - [`bench`]: `flotilla bench` measurements (storage group commit; the
+//!   Raft core's cost per idle group and its batching).
 //!
 //! Still to come (see DESIGN.md): `multiraft` (the node runtime), `transport`,
 //! `cluster`, `server`, `client`, metrics and config.

@@ -385,3 +385,18 @@ fn a_new_term_restores_the_lease() {
     c.node(target).read_index(b"r".to_vec()).unwrap();
     assert_eq!(c.ready(target).read_states.len(), 1, "the new leader's lease is its own");
 }
+
+#[test]
+fn a_restarted_node_with_committed_entries_to_apply_has_a_ready_with_only_those() {
+    let mut config = plain_config(2);
+    config.applied = LogIndex(1);
+    let mut node = node_with_log(config, &[1, 2, 3], &log_with_terms(&[1, 1, 1]), hs(1, None, 3));
+    assert!(node.has_ready());
+    let ready = node.ready();
+    assert_eq!(ready.committed_entries, log_with_terms(&[1, 1, 1])[1..].to_vec());
+    assert!(ready.messages.is_empty() && ready.persisted_messages.is_empty() && ready.entries.is_empty());
+    assert_eq!((ready.hard_state, ready.soft_state), (None, None));
+    node.advance();
+    assert!(!node.has_ready());
+    assert_eq!(applied(&node), 3);
+}

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 
 use common::*;
 use flotilla::raft::{
-    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, EntryPayload, LogIndex, MessageKind,
-    NodeId, RaftError, Role, Term,
+    ConfChange, ConfChangeKind, ConfChangeSingle, ConfChangeTransition, ConfState, Entry, EntryPayload, LogIndex,
+    MessageKind, NodeId, RaftError, Role, Term,
 };
 
 fn ids(list: &[u64]) -> BTreeSet<NodeId> {
@@ -493,4 +493,85 @@ fn outgoing_only_voters_get_nothing_past_the_leave_entry() {
     }
     assert_eq!(last_index(&c.nodes[&2]), leave.index.0, "node 2 stopped at the leave entry");
     assert_eq!(last_index(&c.nodes[&4]), leave.index.0 + 1, "node 4 got everything");
+}
+
+// Thesis §3.10 with §4: a conf change that keeps the transferee a voter
+// leaves the transfer running; one that removes it abandons the transfer.
+#[test]
+fn a_transfer_survives_a_conf_change_unless_it_removes_the_target() {
+    // The change was proposed before the transfer; applying it keeps node 3.
+    let mut c = Cluster::with_conf(&[1, 2, 3, 4], &ConfState::with_voters([1, 2, 3]), plain_config);
+    c.elect(1);
+    c.node(1).propose_conf_change(ConfChange::single(ConfChangeKind::AddLearner, NodeId(4))).unwrap();
+    c.isolate(3);
+    c.node(1).transfer_leader(NodeId(3)).unwrap();
+    c.stabilize();
+    assert_eq!(conf_of(&c, 1), with_learners(&[1, 2, 3], &[4]));
+    assert_eq!(c.nodes[&1].status().lead_transferee, Some(NodeId(3)), "node 3 is still a voter");
+    // A change that removes node 3 ends the transfer.
+    let removal = c.node(1).apply_conf_change(&ConfChange::single(ConfChangeKind::RemoveNode, NodeId(3))).unwrap();
+    assert_eq!(removal, with_learners(&[1, 2], &[4]));
+    assert_eq!(c.nodes[&1].status().lead_transferee, None, "node 3 is gone");
+}
+
+// Thesis §4.1: a follower whose committed tail holds a conf change it has not
+// applied yet does not campaign under the old configuration (etcd's rule).
+#[test]
+fn a_committed_but_unapplied_conf_change_holds_back_a_campaign() {
+    let change = ConfChange::single(ConfChangeKind::AddLearner, NodeId(4));
+    let log = vec![ent(1, 1), Entry { term: Term(1), index: LogIndex(2), payload: EntryPayload::ConfChange(change) }];
+    let mut config = plain_config(2);
+    config.applied = LogIndex(1);
+    let mut node = node_with_log(config, &[1, 2, 3], &log, hs(1, None, 2));
+    for _ in 0..30 {
+        node.tick();
+    }
+    assert_eq!((role(&node), term(&node)), (Role::Follower, 1), "no campaign before the change is applied");
+    let ready = persist_and_advance(&mut node);
+    assert_eq!(ready.committed_entries.len(), 1);
+    assert!(all_messages(&ready).is_empty());
+    for _ in 0..20 {
+        node.tick();
+    }
+    assert_eq!((role(&node), term(&node)), (Role::Candidate, 2), "applied: it campaigns");
+}
+
+// The liveness rule above, for a new leader that inherits the leave entry
+// from an earlier term: outgoing-only voters get entries up to this term's
+// first entry (the leave commits only with it) and nothing past it.
+#[test]
+fn an_inherited_leave_entry_limits_outgoing_voters_to_the_new_leaders_first_entry() {
+    let mut c = Cluster::with_conf(&[1, 2, 3, 4, 5], &ConfState::with_voters([1, 2, 3]), plain_config);
+    c.elect(1);
+    let swap = [
+        (ConfChangeKind::AddVoter, 4),
+        (ConfChangeKind::AddVoter, 5),
+        (ConfChangeKind::RemoveNode, 2),
+        (ConfChangeKind::RemoveNode, 3),
+    ];
+    c.node(1).propose_conf_change(change(ConfChangeTransition::JointExplicit, &swap)).unwrap();
+    c.stabilize();
+    c.tick(1, 2);
+    // Node 1 appends the leave entry and reaches only node 4 with it.
+    for other in [2, 3, 5] {
+        c.cut.insert((1, other));
+    }
+    let leave = c.node(1).propose_conf_change(ConfChange::leave_joint()).unwrap();
+    c.stabilize();
+    assert_eq!(last_index(&c.nodes[&4]), leave.index.0);
+    // Node 4 takes over in term 2 with the leave entry unapplied in its tail.
+    c.heal();
+    c.isolate(1);
+    c.elect(4);
+    let first = leave.index.next();
+    assert_eq!(c.nodes[&4].term_at(first), Some(Term(2)), "its no-op follows the leave entry");
+    c.node(4).propose(b"later".to_vec()).unwrap();
+    let appends = of_kind(&all_messages(&c.process(4)), MessageKind::AppendEntries);
+    let furthest = |to: u64| {
+        appends.iter().filter(|m| m.to == NodeId(to)).map(|m| m.entries.last().map_or(m.index, |e| e.index)).max()
+    };
+    for outgoing_only in [2, 3] {
+        assert!(furthest(outgoing_only) <= Some(first), "node {outgoing_only} got past {first}: {appends:?}");
+    }
+    assert_eq!(furthest(5), Some(first.next()), "members get everything");
 }

@@ -158,10 +158,34 @@ fn a_leader_with_anything_pending_does_not_quiesce() {
     c.stabilize();
     assert!(c.node(1).can_quiesce(everyone_live));
 
+    // Committed by everyone but not applied by the leader yet.
+    c.node(1).propose(b"y".to_vec()).unwrap();
+    let appends = c.ready(1).messages;
+    for append in appends {
+        let to = append.to.0;
+        step(c.node(to), append);
+        for ack in all_messages(&c.ready(to)) {
+            step(c.node(1), ack);
+        }
+    }
+    assert_eq!(progress_of(&c.nodes[&1], 2).0, last_index(&c.nodes[&1]));
+    assert!(!c.node(1).can_quiesce(everyone_live), "committed, not applied");
+    c.stabilize();
+    assert!(c.node(1).can_quiesce(everyone_live));
+
+    // Messages of its own not handed out yet (a heartbeat tick).
+    c.node(1).tick();
+    c.node(1).tick();
+    assert!(!c.node(1).can_quiesce(everyone_live), "heartbeats wait in the next Ready");
+    c.stabilize();
+    assert!(c.node(1).can_quiesce(everyone_live));
+
     // A transfer in progress.
     c.isolate(2);
     c.node(1).transfer_leader(NodeId(2)).unwrap();
     assert!(!c.node(1).can_quiesce(everyone_live));
+    c.stabilize();
+    assert!(!c.node(1).can_quiesce(everyone_live), "the TimeoutNow is out; the transfer still runs");
     assert!(!c.node(1).quiesce(everyone_live));
     assert!(!c.nodes[&1].is_quiesced());
 
@@ -374,4 +398,31 @@ fn quiescing_needs_the_configuration_it_would_sleep_with_to_be_whole() {
     c.heal();
     c.tick(1, 2);
     assert!(c.node(1).can_quiesce(everyone_live));
+}
+
+#[test]
+fn a_woken_leader_starts_a_fresh_check_quorum_round() {
+    let mut c = settled(&[1, 2, 3], quiet_config);
+    // Nine ticks into a round, having heard from both followers.
+    c.tick(1, 9);
+    assert!(c.node(1).quiesce(everyone_live));
+    c.stabilize();
+    c.isolate(1);
+    // Woken, it counts a whole election timeout again, hearing from nobody.
+    c.tick(1, 9);
+    assert_eq!(role(&c.nodes[&1]), Role::Leader, "not a quorum check nine ticks after waking");
+    c.tick(1, 1);
+    assert_eq!(role(&c.nodes[&1]), Role::Follower, "and it heard from no one since it woke");
+}
+
+#[test]
+fn a_woken_leader_restarts_its_heartbeat_clock() {
+    let mut c = settled(&[1, 2, 3], plain_config);
+    c.tick(1, 1);
+    assert!(c.node(1).quiesce(everyone_live));
+    c.stabilize();
+    c.node(1).tick();
+    assert!(!c.nodes[&1].has_ready(), "one tick since waking: no heartbeat yet");
+    c.node(1).tick();
+    assert_eq!(of_kind(&c.ready(1).messages, MessageKind::Heartbeat).len(), 2);
 }

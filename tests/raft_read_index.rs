@@ -281,3 +281,41 @@ fn lease_mode_voter_refuses_votes_right_after_start() {
     assert_eq!(drain(&mut node), vec![msg(MessageKind::RequestVoteResponse, 1, 2, 1)]);
     assert_eq!(node.status().hard_state.vote, Some(NodeId(2)));
 }
+
+// §6.4.1: a lease starts with an acknowledged heartbeat; a leader that has
+// none (just elected, early in its clock) runs a ReadIndex round instead.
+#[test]
+fn a_leader_without_acknowledged_heartbeats_has_no_lease() {
+    let mut leader = new_node(lease_config(1), &[1, 2, 3]);
+    leader.campaign();
+    persist_and_advance(&mut leader);
+    step(&mut leader, msg(MessageKind::RequestVoteResponse, 2, 1, 1));
+    persist_and_advance(&mut leader);
+    step(&mut leader, append_ok(2, 1, 1, 1));
+    persist_and_advance(&mut leader);
+    assert_eq!(commit(&leader), 1);
+    leader.read_index(b"r".to_vec()).unwrap();
+    let ready = persist_and_advance(&mut leader);
+    assert!(ready.read_states.is_empty(), "no acknowledged heartbeat: no lease");
+    assert_eq!(of_kind(&ready.messages, MessageKind::Heartbeat).len(), 2);
+}
+
+// §6.4: if a read's heartbeat round is lost, the next periodic heartbeat
+// carries the newest pending context, and its acknowledgement confirms it.
+#[test]
+fn a_lost_read_round_is_retried_by_the_next_heartbeat() {
+    let mut c = settled(&[1, 2, 3], plain_config);
+    c.node(1).read_index(b"r".to_vec()).unwrap();
+    c.ready(1); // the round is lost
+    c.node(1).tick();
+    c.node(1).tick();
+    let beats = c.ready(1).messages;
+    assert_eq!(beats, vec![heartbeat(1, 2, 1, 1, b"r", 2), heartbeat(1, 3, 1, 1, b"r", 2)]);
+    let ack = answer(&mut c, &beats[0]);
+    step(c.node(1), ack);
+    assert_eq!(c.ready(1).read_states, vec![read_state(1, b"r")]);
+    // With nothing pending, heartbeats carry no context.
+    c.node(1).tick();
+    c.node(1).tick();
+    assert!(c.ready(1).messages.iter().all(|m| m.context.is_empty()));
+}

@@ -222,11 +222,13 @@ impl<S: LogStore> RaftLog<S> {
     /// The leader side of a rejection: the last index at or below `index`
     /// where our log has `term`, if it has that term at all.
     pub fn last_index_of_term(&self, index: LogIndex, term: Term) -> Option<LogIndex> {
+        // Terms never decrease along a log, so walk down while they are
+        // higher. Index 0 has term 0 (or is compacted), which ends the walk.
         let mut at = index.min(self.last_index());
         loop {
             match self.term(at) {
+                Ok(t) if t > term => at = at.prev(),
                 Ok(t) if t == term => return Some(at),
-                Ok(t) if t > term && at > LogIndex::ZERO => at = at.prev(),
                 _ => return None,
             }
         }
@@ -356,3 +358,7 @@ impl<S: LogStore> RaftLog<S> {
         self.unstable = Unstable { snapshot: Some(snapshot), entries: Vec::new(), offset: index.next() };
     }
 }
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

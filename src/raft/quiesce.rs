@@ -121,7 +121,9 @@ impl<S: LogStore> Raft<S> {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         if self.role == Role::Leader {
-            self.lease_resumes_at_tick = self.ticks + self.config.lease_ticks();
+            if let Some(lease_ticks) = self.config.lease_ticks() {
+                self.lease_resumes_at_tick = self.ticks + lease_ticks;
+            }
             let id = self.id;
             for (&peer, progress) in self.tracker.progress.iter_mut() {
                 progress.recent_active = peer == id;

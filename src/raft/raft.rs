@@ -87,14 +87,14 @@ impl Config {
         config
     }
 
-    /// Ticks a leader's lease lasts after a quorum acknowledged it (only
-    /// meaningful under [`ReadMode::Lease`]).
-    pub(super) fn lease_ticks(&self) -> u64 {
+    /// Under [`ReadMode::Lease`], the ticks a leader's lease lasts after a
+    /// quorum acknowledged it: an election timeout less the drift bound.
+    pub(super) fn lease_ticks(&self) -> Option<u64> {
         match self.read_mode {
             ReadMode::Lease { clock_drift_bound_ticks } => {
-                u64::from(self.election_timeout_ticks.saturating_sub(clock_drift_bound_ticks))
+                Some(u64::from(self.election_timeout_ticks.saturating_sub(clock_drift_bound_ticks)))
             }
-            ReadMode::Safe => 0,
+            ReadMode::Safe => None,
         }
     }
 
@@ -561,9 +561,8 @@ impl<S: LogStore> Raft<S> {
             }
             // A granted pre-vote is for a term we will adopt when we win.
             MessageKind::RequestPreVoteResponse if !message.reject => {}
-            MessageKind::AppendEntries | MessageKind::Heartbeat | MessageKind::InstallSnapshot => {
-                self.become_follower(message.term, Some(message.from));
-            }
+            // A new leader's append, heartbeat or snapshot: `step_follower`
+            // accepts its sender as the leader right after.
             _ => self.become_follower(message.term, None),
         }
         true

@@ -153,9 +153,7 @@ impl<S: LogStore> Raft<S> {
     /// Under lease reads: a quorum heard from us recently enough that none
     /// of them can have voted for another leader yet.
     pub(super) fn lease_valid(&self) -> bool {
-        let super::raft::ReadMode::Lease { clock_drift_bound_ticks } = self.config.read_mode else {
-            return false;
-        };
+        let Some(lease_ticks) = self.config.lease_ticks() else { return false };
         if self.lead_transferee.is_some() || self.timeout_now_sent {
             return false; // We asked someone else to take over.
         }
@@ -163,7 +161,6 @@ impl<S: LogStore> Raft<S> {
             return false; // Our clock stood still; see `lease_resumes_at_tick`.
         }
         let since = self.tracker.quorum_lease_tick(self.id, self.ticks);
-        let lease_ticks = u64::from(self.config.election_timeout_ticks - clock_drift_bound_ticks);
         since > 0 && self.ticks < since + lease_ticks
     }
 

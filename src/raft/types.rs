@@ -367,3 +367,79 @@ pub struct ProposalId {
     pub index: LogIndex,
     pub term: Term,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_arithmetic_saturates_at_zero() {
+        assert_eq!(LogIndex(5).prev(), LogIndex(4));
+        assert_eq!(LogIndex(0).prev(), LogIndex(0));
+        assert_eq!(LogIndex(5).next(), LogIndex(6));
+        assert_eq!(LogIndex(5) + 3, LogIndex(8));
+        let mut index = LogIndex(5);
+        index += 2;
+        assert_eq!(index, LogIndex(7));
+        assert_eq!(LogIndex(7) - LogIndex(5), 2);
+        assert_eq!(LogIndex(5) - LogIndex(7), 0);
+        assert_eq!(Term(3).next(), Term(4));
+        assert_eq!(format!("{} {} {} {}", NodeId(1), GroupId(2), Term(3), LogIndex(4)), "1 2 3 4");
+    }
+
+    #[test]
+    fn entry_sizes_and_kinds() {
+        let normal = Entry::new_normal(Term(1), LogIndex(1), vec![0; 10]);
+        assert_eq!(normal.size_bytes(), 34);
+        assert!(!normal.is_conf_change());
+        let change = ConfChange::single(ConfChangeKind::AddVoter, NodeId(4));
+        let conf = Entry { term: Term(1), index: LogIndex(2), payload: EntryPayload::ConfChange(change) };
+        assert_eq!(conf.size_bytes(), 24 + 8 + 16);
+        assert!(conf.is_conf_change());
+    }
+
+    #[test]
+    fn only_term_and_vote_must_be_durable() {
+        let stored = HardState { term: Term(2), vote: Some(NodeId(1)), commit: LogIndex(5) };
+        assert!(!HardState { commit: LogIndex(9), ..stored }.durable_part_differs(&stored));
+        assert!(HardState { term: Term(3), ..stored }.durable_part_differs(&stored));
+        assert!(HardState { vote: None, ..stored }.durable_part_differs(&stored));
+        assert!(!stored.durable_part_differs(&stored));
+    }
+
+    #[test]
+    fn conf_state_membership() {
+        let simple = ConfState::with_voters([1, 2, 3]);
+        assert!(!simple.is_joint());
+        assert!(simple.is_voter(NodeId(2)) && !simple.is_voter(NodeId(4)));
+        let joint = ConfState { voters_outgoing: [1, 4].map(NodeId).into(), ..simple.clone() };
+        assert!(joint.is_joint());
+        assert!(joint.is_voter(NodeId(4)), "an outgoing voter is a voter");
+        let learner = ConfState { learners: [5].map(NodeId).into(), ..simple };
+        assert!(!learner.is_voter(NodeId(5)));
+    }
+
+    #[test]
+    fn conf_changes_enter_a_joint_configuration_when_asked_or_when_large() {
+        let add = ConfChangeSingle { kind: ConfChangeKind::AddVoter, node: NodeId(4) };
+        let remove = ConfChangeSingle { kind: ConfChangeKind::RemoveNode, node: NodeId(1) };
+        let change = |transition, changes: &[ConfChangeSingle]| ConfChange { transition, changes: changes.to_vec() };
+        assert_eq!(change(ConfChangeTransition::Auto, &[add]).enters_joint(), None);
+        assert_eq!(change(ConfChangeTransition::Auto, &[add, remove]).enters_joint(), Some(true));
+        assert_eq!(change(ConfChangeTransition::JointAutoLeave, &[add]).enters_joint(), Some(true));
+        assert_eq!(change(ConfChangeTransition::JointExplicit, &[add]).enters_joint(), Some(false));
+        assert!(ConfChange::leave_joint().is_leave_joint());
+        assert!(!change(ConfChangeTransition::Auto, &[add]).is_leave_joint());
+        assert_eq!(ConfChange::single(ConfChangeKind::AddVoter, NodeId(4)), change(ConfChangeTransition::Auto, &[add]));
+    }
+
+    #[test]
+    fn a_new_message_has_every_optional_field_empty() {
+        let m = Message::new(MessageKind::Heartbeat, NodeId(1), NodeId(2), Term(3));
+        assert_eq!((m.kind, m.from, m.to, m.term), (MessageKind::Heartbeat, NodeId(1), NodeId(2), Term(3)));
+        assert_eq!((m.log_term, m.index, m.commit, m.reject_hint), (Term(0), LogIndex(0), LogIndex(0), LogIndex(0)));
+        assert!(m.entries.is_empty() && m.snapshot.is_none() && m.context.is_empty());
+        assert!(!m.reject && !m.leader_transfer && !m.quiesce);
+        assert_eq!(m.lease_tick, 0);
+    }
+}
