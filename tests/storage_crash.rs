@@ -736,3 +736,90 @@ fn apply_is_exactly_once_across_kill_9() {
     assert!(mid_apply_kills >= 3, "seed {seed}: only {mid_apply_kills} kills landed mid-apply");
     finish_and_check(open_group(dir.path()), &plan, &format!("seed {seed}"));
 }
+
+// ---------------------------------------------------------------------------
+// An empty group's vote across kill -9.
+
+/// A group created empty to receive a snapshot: no log, no truncated state,
+/// only the hard state it writes when it votes.
+const VOTER_GROUP: GroupId = GroupId(12);
+
+/// The vote the child casts in `term` (a different candidate each term, so a
+/// vote from the wrong term cannot pass for the right one).
+fn vote_in(term: u64) -> HardState {
+    HardState { term: Term(term), vote: Some(NodeId(1 + term % 3)), commit: LogIndex::ZERO }
+}
+
+#[test]
+fn crash_child_voter() {
+    child_mode(run_voter);
+}
+
+/// Votes in one term after another as an empty group would, printing
+/// VOTED <term> once each vote is committed. It starts from whatever
+/// `GroupStorage::open` finds, as the runtime would: a group it does not
+/// find is recreated empty, and would vote again in terms it voted in.
+fn run_voter(dir: &Path) -> ChildResult<()> {
+    let engine = Arc::new(Engine::open(dir, 1, &StorageConfig::default())?);
+    let mut storage = match GroupStorage::open(engine.clone(), VOTER_GROUP)? {
+        Some(storage) => storage,
+        None => GroupStorage::empty(engine.clone(), VOTER_GROUP),
+    };
+    let started = Instant::now();
+    while started.elapsed() < CHILD_LIFETIME {
+        let term = storage.hard_state().term.0 + 1;
+        let mut batch = StorageBatch::new();
+        storage.stage_hard_state(&mut batch, vote_in(term));
+        engine.commit(batch)?;
+        emit(&format!("VOTED {term}"))?;
+        // Spreads the votes over the kill window.
+        sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// The term of the child's first vote, once it is acknowledged.
+fn first_vote(child: &mut ChildProcess, timeout: Duration) -> Option<u64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(term) = child.seen.iter().find_map(|line| line.strip_prefix("VOTED ")?.parse().ok()) {
+            return Some(term);
+        }
+        let line = child.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()?;
+        child.seen.push(line);
+    }
+}
+
+#[test]
+fn an_empty_groups_vote_survives_kill_9() {
+    let seed = env_u64("FLOTILLA_CRASH_SEED", DEFAULT_SEED);
+    let _report = SeedReport("an_empty_groups_vote_survives_kill_9", seed);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut rng = Rng::new(seed ^ 0x707E);
+    // The last term voted in, as found on disk after the previous kill.
+    let mut durable = 0;
+    for run in 1..=6 {
+        let context = format!("seed {seed}, run {run}");
+        let mut child = ChildProcess::spawn("crash_child_voter", dir.path(), &[]);
+        // Each run votes at least once before the kill, and first in the
+        // term after the last durable vote: a child that forgot it votes
+        // again in a term it already voted in.
+        let first = first_vote(&mut child, READY_TIMEOUT);
+        assert_eq!(first, Some(durable + 1), "{context}: first vote after the last durable one, in term {durable}");
+        sleep(Duration::from_millis(rng.range(0, 100)));
+        let (status, lines) = child.kill();
+        assert_killed(status, &lines, &context);
+        let acknowledged = lines.iter().filter_map(|line| line.strip_prefix("VOTED ")?.parse().ok()).max();
+        let acknowledged: u64 = acknowledged.expect("the first vote was seen");
+        let engine = Arc::new(Engine::open(dir.path(), 1, &StorageConfig::default()).expect("reopen the engine"));
+        let storage = GroupStorage::open(engine, VOTER_GROUP)
+            .unwrap_or_else(|e| panic!("{context}: {e}"))
+            .unwrap_or_else(|| panic!("{context}: the group's votes through term {acknowledged} were forgotten"));
+        // What was acknowledged, or that plus the vote in flight at the kill.
+        let term = storage.hard_state().term.0;
+        assert!(term == acknowledged || term == acknowledged + 1, "{context}: term {term}, acked {acknowledged}");
+        assert_eq!(*storage.hard_state(), vote_in(term), "{context}: the vote of term {term}");
+        assert_eq!((storage.first_index(), storage.last_index()), (LogIndex(1), LogIndex::ZERO), "{context}: empty");
+        durable = term;
+    }
+}

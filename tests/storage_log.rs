@@ -311,3 +311,31 @@ fn commit_alone_is_not_written_and_restart_lifts_it_to_the_applied_index() {
     let store = GroupStorage::open(engine, GroupId(7)).unwrap().unwrap();
     assert_eq!(*store.hard_state(), HardState { term: Term(2), vote: None, commit: LogIndex(6) });
 }
+
+/// A group created empty to receive a snapshot stores nothing but its hard
+/// state once it votes. A restart must find it with that vote: a node that
+/// forgot it would recreate the group empty and could vote twice in a term.
+#[test]
+fn an_empty_group_that_voted_reopens_with_its_vote() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig::default();
+    let mut engine = Arc::new(Engine::open(dir.path(), 1, &config).unwrap());
+    let mut store = GroupStorage::empty(engine.clone(), GroupId(8));
+    let mut batch = StorageBatch::new();
+    let voted = HardState { term: Term(3), vote: Some(NodeId(2)), commit: LogIndex::ZERO };
+    store.stage_hard_state(&mut batch, voted);
+    assert!(!batch.is_empty(), "a vote is written");
+    engine.commit(batch).unwrap();
+    drop(store);
+    engine = reopen(engine, dir.path(), &config);
+    let store = GroupStorage::open(engine.clone(), GroupId(8)).unwrap().expect("a group that voted is known");
+    assert_eq!(*store.hard_state(), voted);
+    assert_eq!((store.first_index(), store.last_index()), (LogIndex(1), LogIndex::ZERO), "and still empty");
+    assert_eq!(store.applied(), ApplyState::default());
+    store.check_invariants().unwrap();
+    // Removed again, it is unknown again.
+    let mut batch = StorageBatch::new();
+    store.stage_destroy(&mut batch);
+    engine.commit(batch).unwrap();
+    assert!(GroupStorage::open(engine, GroupId(8)).unwrap().is_none(), "a destroyed group is None");
+}

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use flotilla::kv::{self, apply_entries, encode_command, Command};
+use flotilla::kv::{self, apply_entries, encode_command, Command, CommandResult};
 use flotilla::raft::{ConfState, Entry, GroupId, LogIndex, LogStore, NodeId, Term};
 use flotilla::storage::snapshot::{SnapshotDir, SnapshotFile, MAX_CHUNK_BYTES};
-use flotilla::storage::{Engine, GroupStorage, StorageBatch, StorageConfig};
+use flotilla::storage::{keys, Engine, GroupStorage, StorageBatch, StorageConfig};
 
 struct Node {
     engine: Arc<Engine>,
@@ -183,4 +183,115 @@ fn old_snapshot_files_are_cleaned_up() {
     std::fs::write(sender.snapshots.path().join("0000000000000005-incoming.tmp"), b"partial").unwrap();
     let reopened = SnapshotDir::open(sender.snapshots.path()).unwrap();
     assert_eq!(snap_files(reopened.path()).len(), 1);
+}
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put { key: key.into(), value: value.into() }
+}
+
+/// What a batch holds, as far as it can be seen from outside.
+fn shape(batch: &StorageBatch) -> (usize, usize, bool) {
+    (batch.entry_count(), batch.size_bytes(), batch.is_empty())
+}
+
+/// The value `batch` stages for `key` of `group` (see `StorageBatch::staged_data`).
+fn staged(batch: &StorageBatch, group: u64, key: &str) -> Option<Option<Vec<u8>>> {
+    batch.staged_data(&keys::data_key(GroupId(group), key.as_bytes())).map(|v| v.map(<[u8]>::to_vec))
+}
+
+/// A snapshot older than what the receiver applied is refused, and the
+/// refusal stages nothing: the batch may already carry other groups' writes,
+/// which must commit without any part of the refused install.
+#[test]
+fn a_refused_stale_install_leaves_the_batch_as_it_was() {
+    let sender = node(1);
+    group_with(&sender, 5, &puts("snap", 3, 10));
+    let file = sender.snapshots.build(&sender.engine, GroupId(5)).unwrap();
+    assert_eq!(file.metadata.index, LogIndex(4));
+    let receiver = node(2);
+    let mut store = group_with(&receiver, 5, &puts("stale", 10, 10));
+    let mut other = group_with(&receiver, 6, &[]);
+    let before = all(&receiver, 5);
+
+    let mut batch = StorageBatch::new();
+    let entries = [Entry::new_normal(Term(2), LogIndex(2), encode_command(&put("o", "1")))];
+    other.stage_entries(&mut batch, &entries).unwrap();
+    apply_entries(&mut other, &mut batch, &entries, None).unwrap();
+    let shape_before = shape(&batch);
+    let error = file.stage_install(&mut store, &mut batch).unwrap_err().to_string();
+    assert!(error.contains("group 5") && error.contains("older than the applied index 11"), "{error}");
+    assert_eq!(shape(&batch), shape_before, "the refused install staged nothing");
+    assert_eq!(staged(&batch, 5, "snap00000"), None, "no snapshot data staged");
+    assert_eq!(staged(&batch, 5, "stale00000"), None, "no range delete staged");
+    assert_eq!(staged(&batch, 6, "o"), Some(Some(b"1".to_vec())), "the other group's write is still staged");
+    assert_eq!(
+        (store.applied().index, store.first_index(), store.last_index()),
+        (LogIndex(11), LogIndex(2), LogIndex(11))
+    );
+
+    receiver.engine.commit(batch).unwrap();
+    assert_eq!(all(&receiver, 5), before, "the refused snapshot changed no data");
+    assert_eq!(all(&receiver, 6), vec![(b"o".to_vec(), b"1".to_vec())], "the other group's write committed");
+    drop(store);
+    let reopened = GroupStorage::open(receiver.engine.clone(), GroupId(5)).unwrap().unwrap();
+    assert_eq!((reopened.applied().index, reopened.truncated().index), (LogIndex(11), LogIndex(1)));
+}
+
+/// Entries applied after an install, in the same batch, read the installed
+/// data: the snapshot's values, and nothing of what it replaced (a key
+/// stored before but absent from the snapshot reads as absent).
+#[test]
+fn entries_applied_after_an_install_in_the_same_batch_read_the_installed_data() {
+    let sender = node(1);
+    let history = [put("shared", "old"), put("shared", "new"), put("snap-only", "s"), put("tmp", "t")];
+    group_with(&sender, 5, &[&history[..], &[Command::Delete { key: b"tmp".to_vec() }]].concat());
+    let file = sender.snapshots.build(&sender.engine, GroupId(5)).unwrap();
+    let receiver = node(2);
+    let mut store = group_with(&receiver, 5, &[put("shared", "old"), put("old-only", "x"), put("gone", "g")]);
+
+    let mut batch = StorageBatch::new();
+    // Newer than what the receiver applied (4), so it is installed.
+    assert_eq!(file.metadata.index, LogIndex(6));
+    file.stage_install(&mut store, &mut batch).unwrap();
+    assert_eq!(staged(&batch, 5, "old-only"), Some(None), "the install deletes what the snapshot lacks");
+    let cas = |key: &str, expected: Option<&str>, new: Option<&str>| Command::CompareAndSwap {
+        key: key.into(),
+        expected: expected.map(Into::into),
+        new: new.map(Into::into),
+    };
+    let commands = [
+        vec![cas("old-only", None, Some("fresh")), Command::Delete { key: b"gone".to_vec() }],
+        vec![cas("shared", Some("new"), Some("newer")), cas("snap-only", Some("s"), None), put("later", "l")],
+    ];
+    let mut results = Vec::new();
+    let mut next = file.metadata.index.next();
+    // Two apply calls: the second reads what the install and the first staged.
+    for part in &commands {
+        let entries: Vec<Entry> = part
+            .iter()
+            .zip(next.0..)
+            .map(|(c, i)| Entry::new_normal(Term(3), LogIndex(i), encode_command(c)))
+            .collect();
+        next = LogIndex(next.0 + entries.len() as u64);
+        store.stage_entries(&mut batch, &entries).unwrap();
+        results.extend(apply_entries(&mut store, &mut batch, &entries, None).unwrap().into_iter().map(|a| a.result));
+    }
+    let swapped = |previous: Option<&str>| CommandResult::CompareAndSwap {
+        succeeded: true,
+        previous: previous.map(|p| p.as_bytes().to_vec()),
+    };
+    assert_eq!(
+        results,
+        vec![
+            swapped(None),
+            CommandResult::Delete { existed: false },
+            swapped(Some("new")),
+            swapped(Some("s")),
+            CommandResult::Put
+        ]
+    );
+    receiver.engine.commit(batch).unwrap();
+    let pair = |k: &str, v: &str| (k.as_bytes().to_vec(), v.as_bytes().to_vec());
+    assert_eq!(all(&receiver, 5), vec![pair("later", "l"), pair("old-only", "fresh"), pair("shared", "newer")]);
+    assert_eq!(store.applied().index, next.prev());
 }

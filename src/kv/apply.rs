@@ -1,5 +1,7 @@
 //! Applying committed entries to a group's `data` range, and reading it.
 
+use std::collections::BTreeMap;
+
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::command::{decode_command, Command};
@@ -36,6 +38,12 @@ pub struct Applied {
 /// re-delivery after a crash applies nothing twice. `conf_state` is the
 /// configuration after these entries when one of them changed it (the
 /// runtime gets it from `RawNode::apply_conf_change`).
+///
+/// All or nothing: the commands are worked out first against a private
+/// overlay (their reads can fail), and only once every entry is done are
+/// their writes and the applied index staged, which cannot fail. An error
+/// leaves `batch` and `storage` exactly as they were, so the batch, which
+/// carries other groups' writes, never holds half of this apply.
 pub fn apply_entries(
     storage: &mut GroupStorage,
     batch: &mut StorageBatch,
@@ -52,7 +60,7 @@ pub fn apply_entries(
         }));
     }
     let engine = storage.engine().clone();
-    let mut writer = DataWriter { engine: &engine, group: storage.group(), batch };
+    let mut writer = DataWriter { engine: &engine, group: storage.group(), batch: &*batch, writes: BTreeMap::new() };
     let mut results = Vec::with_capacity(fresh.len());
     for entry in &fresh {
         let result = match &entry.payload {
@@ -65,30 +73,44 @@ pub fn apply_entries(
         };
         results.push(Applied { index: entry.index, result });
     }
+    // Every entry applied: from here on nothing can fail.
+    let writes = writer.writes;
+    let cf = engine.cf(CF_DATA);
+    for (data_key, value) in writes {
+        batch.stage_data(cf, data_key, value);
+    }
     let point = ApplyState { index: last.index, term: last.term };
-    storage.stage_apply_state(writer.batch, point, conf_state);
+    storage.stage_apply_state(batch, point, conf_state);
     Ok(results)
 }
 
-/// Writes one group's commands into the batch; reads see what earlier
-/// commands staged in the same batch (`StorageBatch::staged_data`).
+/// Works out one group's commands of one `apply_entries` call. Reads see,
+/// newest first, this call's writes, what the batch staged before (earlier
+/// calls, a snapshot install: `StorageBatch::staged_data`), and RocksDB.
 struct DataWriter<'a> {
     engine: &'a Engine,
     group: GroupId,
-    batch: &'a mut StorageBatch,
+    batch: &'a StorageBatch,
+    /// This call's writes by `data` key (`None`: deleted), only the last
+    /// per key, staged once every entry has applied. Ordered, so the batch
+    /// a call stages does not depend on hashing.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl DataWriter<'_> {
     fn current(&self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
-        if let Some(value) = self.batch.staged_data(&keys::data_key(self.group, key)) {
+        let data_key = keys::data_key(self.group, key);
+        if let Some(value) = self.writes.get(&data_key) {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.batch.staged_data(&data_key) {
             return Ok(value.map(<[u8]>::to_vec));
         }
         get(self.engine, self.group, key)
     }
 
     fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let cf = self.engine.cf(CF_DATA);
-        self.batch.stage_data(cf, keys::data_key(self.group, &key), value);
+        self.writes.insert(keys::data_key(self.group, &key), value);
     }
 
     fn apply(&mut self, command: Command) -> Result<CommandResult, KvError> {
@@ -155,7 +177,7 @@ mod tests {
 
     use super::*;
     use crate::kv::encode_command;
-    use crate::raft::{NodeId, Term};
+    use crate::raft::{LogStore, NodeId, Term};
     use crate::storage::StorageConfig;
 
     fn entry(index: u64, command: Command) -> Entry {
@@ -216,5 +238,68 @@ mod tests {
         assert!(error.contains("group 3") && error.contains("index 2"), "{error}");
         assert_eq!(results[1].result, CommandResult::Put);
         assert_eq!(storage.applied().index, LogIndex(3));
+    }
+
+    /// Flips a byte in the first block of every `data` SST file, so reading
+    /// a key stored there fails its checksum (the engine must be closed).
+    fn damage_data_files(dir: &std::path::Path, files: &[String]) {
+        for name in files {
+            let path = dir.join(name.trim_start_matches('/'));
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[2] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+
+    /// A read that fails half way through an apply (here a damaged data
+    /// block under a delete) stages nothing: the batch stays exactly as it
+    /// was, the group's applied index does not move, and another group's
+    /// writes in the same batch still commit.
+    #[test]
+    fn an_apply_that_fails_half_way_leaves_the_batch_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig::default();
+        let conf = ConfState { voters: [NodeId(1)].into(), ..ConfState::default() };
+        let files = {
+            let engine = Arc::new(Engine::open(dir.path(), 1, &config).unwrap());
+            let mut batch = StorageBatch::new();
+            let mut storage = GroupStorage::bootstrap(engine.clone(), GroupId(3), conf.clone(), &mut batch).unwrap();
+            GroupStorage::bootstrap(engine.clone(), GroupId(4), conf, &mut batch).unwrap();
+            let log =
+                [entry(2, put("k", "v")), entry(3, put("a", "1")), entry(4, Command::Delete { key: b"k".to_vec() })];
+            storage.stage_entries(&mut batch, &log).unwrap();
+            apply_entries(&mut storage, &mut batch, &log[..1], None).unwrap();
+            engine.commit(batch).unwrap();
+            engine.db().flush_cf(engine.cf(CF_DATA)).unwrap();
+            let live = engine.db().live_files().unwrap();
+            live.into_iter().filter(|f| f.column_family_name == CF_DATA).map(|f| f.name).collect::<Vec<_>>()
+        };
+        assert_eq!(files.len(), 1, "{files:?}");
+        damage_data_files(dir.path(), &files);
+        let engine = Arc::new(Engine::open(dir.path(), 1, &config).unwrap());
+        let mut storage = GroupStorage::open(engine.clone(), GroupId(3)).unwrap().unwrap();
+        let mut other = GroupStorage::open(engine.clone(), GroupId(4)).unwrap().unwrap();
+        assert!(get(&engine, GroupId(3), b"k").is_err(), "the damaged block does not read");
+
+        let mut batch = StorageBatch::new();
+        let other_entries = [entry(2, put("o", "1"))];
+        other.stage_entries(&mut batch, &other_entries).unwrap();
+        apply_entries(&mut other, &mut batch, &other_entries, None).unwrap();
+        let shape = |batch: &StorageBatch| (batch.entry_count(), batch.size_bytes(), batch.is_empty());
+        let before = shape(&batch);
+        // Entry 3 (a put) applies; entry 4 (a delete) must read "k" and fails.
+        let log = storage.entries(LogIndex(3), LogIndex(5), u64::MAX).unwrap();
+        let error = apply_entries(&mut storage, &mut batch, &log, None).unwrap_err().to_string();
+        assert!(error.contains("rocksdb"), "{error}");
+        assert_eq!(shape(&batch), before, "the failed apply staged nothing");
+        assert_eq!(batch.staged_data(&keys::data_key(GroupId(3), b"a")), None, "not even the entry before it");
+        assert_eq!(storage.applied().index, LogIndex(2));
+
+        engine.commit(batch).unwrap();
+        assert_eq!(get(&engine, GroupId(4), b"o").unwrap(), Some(b"1".to_vec()), "the other group's write committed");
+        assert!(!matches!(get(&engine, GroupId(3), b"a"), Ok(Some(_))), "the failed apply wrote nothing");
+        drop((storage, other));
+        let reopened = GroupStorage::open(engine, GroupId(3)).unwrap().unwrap();
+        assert_eq!(reopened.applied().index, LogIndex(2), "the applied index on disk did not move");
     }
 }

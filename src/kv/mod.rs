@@ -4,7 +4,8 @@
 //!
 //! Owns: the command encoding (versioned by a tag byte), apply (data and
 //! applied index in one batch, so a crash never applies an entry twice or
-//! skips one), and point/range reads.
+//! skips one; staged all or nothing, so a failed apply leaves the shared
+//! batch as it was), and point/range reads.
 //! Must not: talk to the network, drive Raft, or fsync on its own; it stages
 //! writes into the runtime's group-commit batch.
 

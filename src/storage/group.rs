@@ -69,7 +69,9 @@ impl GroupStorage {
         Ok(storage)
     }
 
-    /// A group this node will join by receiving a snapshot: nothing stored.
+    /// A group this node will join by receiving a snapshot: nothing stored
+    /// until it writes a hard state (it votes), and from then on `open`
+    /// finds it.
     pub fn empty(engine: Arc<Engine>, group: GroupId) -> GroupStorage {
         GroupStorage {
             engine,
@@ -86,13 +88,26 @@ impl GroupStorage {
 
     /// Loads a group from disk after a restart and checks that its pieces
     /// agree (no hole between the truncated index and the first entry,
-    /// applied and commit within the log). Returns `None` for an unknown group.
+    /// applied and commit within the log). Returns `None` for a group with
+    /// neither a truncated state nor a hard state: one never stored, or
+    /// destroyed.
     pub fn open(engine: Arc<Engine>, group: GroupId) -> Result<Option<GroupStorage>> {
         let read_state = |tag| engine.db().get_cf(engine.cf(CF_RAFT_STATE), keys::state_key(group, tag));
-        let Some(truncated) = read_state(keys::STATE_TRUNCATED)? else { return Ok(None) };
-        let (index, term) = codec::decode_index_term(group, "truncated state", &truncated)?;
-        let truncated = ApplyState { index, term };
-        let hard_state = match read_state(keys::STATE_HARD)? {
+        let (truncated, hard_state) = (read_state(keys::STATE_TRUNCATED)?, read_state(keys::STATE_HARD)?);
+        // A group created empty to receive a snapshot has no truncated state
+        // until one is installed, but stores its term and vote: forgetting
+        // them would let a restarted node vote twice in one term.
+        if truncated.is_none() && hard_state.is_none() {
+            return Ok(None);
+        }
+        let truncated = match truncated {
+            Some(bytes) => {
+                let (index, term) = codec::decode_index_term(group, "truncated state", &bytes)?;
+                ApplyState { index, term }
+            }
+            None => ApplyState::default(),
+        };
+        let hard_state = match hard_state {
             Some(bytes) => codec::decode_hard_state(group, &bytes)?,
             None => HardState::default(),
         };
@@ -253,12 +268,26 @@ impl GroupStorage {
     /// state move to it, all in the batch that also carries the snapshot's
     /// data, so a crash leaves either the old state or the new one.
     pub fn stage_snapshot(&mut self, batch: &mut StorageBatch, metadata: &SnapshotMetadata) -> Result<()> {
+        self.check_snapshot(metadata)?;
+        self.stage_snapshot_state(batch, metadata);
+        Ok(())
+    }
+
+    /// Refuses a snapshot older than what the state machine applied: its
+    /// data would roll the group back.
+    pub(super) fn check_snapshot(&self, metadata: &SnapshotMetadata) -> Result<()> {
         if metadata.index < self.applied.index {
             return Err(self.invalid(format!(
                 "snapshot at {} is older than the applied index {}",
                 metadata.index, self.applied.index
             )));
         }
+        Ok(())
+    }
+
+    /// The staging part of `stage_snapshot`, which cannot fail; the caller
+    /// has called `check_snapshot` (all-or-nothing staging: see `batch`).
+    pub(super) fn stage_snapshot_state(&mut self, batch: &mut StorageBatch, metadata: &SnapshotMetadata) {
         let (from, to) = keys::log_range(self.group, LogIndex::ZERO, LogIndex(u64::MAX));
         batch.delete_range(self.engine.cf(CF_RAFT_LOG), from, to);
         let point = ApplyState { index: metadata.index, term: metadata.term };
@@ -267,7 +296,6 @@ impl GroupStorage {
         self.last_index = metadata.index;
         self.last_term = metadata.term;
         self.cache.clear();
-        Ok(())
     }
 
     fn stage_truncated(&mut self, batch: &mut StorageBatch, point: ApplyState) {
@@ -319,7 +347,9 @@ impl GroupStorage {
         batch.delete(self.engine.cf(CF_META), keys::apply_state_key(group));
         let (from, to) = keys::group_range(group);
         if let Some(to) = to {
-            batch.delete_range(self.engine.cf(keys::CF_DATA), from, to);
+            // Through the batch's data view, so a later read of this batch
+            // does not see the removed replica's data.
+            batch.stage_data_delete_range(self.engine.cf(keys::CF_DATA), from, to);
         }
     }
 

@@ -16,7 +16,13 @@
 //!
 //! The hard state is rewritten only when term or vote change; a change of
 //! the commit index alone stays in memory (it is volatile in Raft), and
-//! opening a group lifts the stored commit to the applied index.
+//! opening a group lifts the stored commit to the applied index. A group
+//! exists on disk once it has a truncated state or a hard state, so a group
+//! created empty that voted keeps its vote across a restart.
+//!
+//! Staging is all-or-nothing per call: a staging function that fails has
+//! written nothing into the batch (see `batch`), because the batch also
+//! carries other groups' writes and is committed whole.
 
 mod batch;
 mod cache;

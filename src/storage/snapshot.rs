@@ -155,12 +155,19 @@ impl SnapshotFile {
     /// and the log, truncated state, apply state and membership are reset
     /// to the snapshot, all in `batch` (one atomic write, so a crash never
     /// leaves a gap between the snapshot and the log: Redis-Raft #43).
-    /// Nothing is staged unless every chunk verifies.
+    /// Nothing is staged unless the snapshot is not older than what the
+    /// group applied and every chunk verifies: all checks come before the
+    /// first write to the batch (all-or-nothing staging: see `batch`).
+    /// Later reads of the batch (`StorageBatch::staged_data`, which
+    /// `kv::apply_entries` uses) see the installed data and no key the
+    /// snapshot lacks.
     pub fn stage_install(&self, storage: &mut GroupStorage, batch: &mut StorageBatch) -> Result<()> {
         let group = storage.group();
         if group != self.group {
             return Err(StorageError::InvalidWrite { group, detail: format!("snapshot is of group {}", self.group) });
         }
+        storage.check_snapshot(&self.metadata)?;
+        let (from, to) = group_data_range(group)?;
         let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let mut stream = Vec::new();
         for chunk in self.chunks()? {
@@ -174,16 +181,15 @@ impl SnapshotFile {
             let detail = format!("{} records decoded, {} expected", pairs.len(), self.record_count);
             return Err(StorageError::BadSnapshotChunk { group, chunk: self.chunk_count, detail });
         }
+        // From here on nothing can fail.
         let engine = storage.engine().clone();
         let cf = engine.cf(CF_DATA);
-        let (from, to) = group_data_range(group)?;
-        batch.delete_range(cf, from, to);
-        // Commit before applying more entries of this group: later reads
-        // of the batch see these puts but not the range delete before them.
+        batch.stage_data_delete_range(cf, from, to);
         for (key, value) in pairs {
             batch.stage_data(cf, keys::data_key(group, &key), Some(value));
         }
-        storage.stage_snapshot(batch, &self.metadata)
+        storage.stage_snapshot_state(batch, &self.metadata);
+        Ok(())
     }
 }
 
