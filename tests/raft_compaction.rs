@@ -279,3 +279,17 @@ fn a_snapshot_that_leaves_the_receiver_out_is_refused() {
     assert_eq!(ready.snapshot, Some(with_it));
     assert_eq!(newcomer.status().conf_state, conf);
 }
+
+// A follower whose snapshot is on its way answers an older append (a late
+// acknowledgement below the leader's first index): the leader still cannot
+// send it entries, so it stays in Snapshot state.
+#[test]
+fn an_acknowledgement_below_the_first_index_keeps_the_snapshot_state() {
+    let mut leader = leader_sending_snapshot();
+    step(&mut leader, append_ok(2, 1, 2, 3));
+    assert_eq!(progress_of(&leader, 2), (3, 4, ProgressState::Snapshot));
+    assert!(persist_and_advance(&mut leader).messages.is_empty());
+    // Right below the first index (6) is enough: entries from 6 on are held.
+    step(&mut leader, append_ok(2, 1, 2, 5));
+    assert_eq!(progress_of(&leader, 2), (5, 9, ProgressState::Replicate));
+}

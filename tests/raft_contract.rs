@@ -310,6 +310,8 @@ fn a_groups_replicas_on_different_nodes_get_different_jitter() {
         Config::for_group(NodeId(2), GroupId(1)).random_seed
     );
     assert_eq!(Config::new(NodeId(3)).random_seed, 3, "without a group the seed is the node id");
+    let group_zero: Vec<u64> = (1..=3).map(|node| Config::for_group(NodeId(node), GroupId(0)).random_seed).collect();
+    assert!(group_zero[0] != group_zero[1] && group_zero[1] != group_zero[2], "{group_zero:?}");
     assert_eq!(Config::for_group(NodeId(3), GroupId(9)).id, NodeId(3));
 }
 

@@ -485,3 +485,60 @@ fn stale_vote_request_is_refused_with_the_newer_term() {
     assert_eq!((responses[0].to, responses[0].term, responses[0].reject), (NodeId(2), Term(5), true));
     assert_eq!((term(&node), role(&node)), (5, Role::Follower), "nothing changes here");
 }
+
+// §5.1 with §9.6: a pre-vote refusal that carries a newer term makes the
+// pre-candidate adopt that term and return to follower (only a GRANTED
+// pre-vote answer is for a term not adopted yet).
+#[test]
+fn a_pre_vote_refusal_from_a_newer_term_is_adopted() {
+    let mut node = node_with_log(pre_vote_config(1), &[1, 2, 3], &[], hs(4, None, 0));
+    node.campaign();
+    persist_and_advance(&mut node);
+    let mut reject = msg(MessageKind::RequestPreVoteResponse, 2, 1, 7);
+    reject.reject = true;
+    step(&mut node, reject);
+    assert_eq!((role(&node), term(&node)), (Role::Follower, 7));
+    // A granted one for the next term is counted without adopting it.
+    let mut node = node_with_log(pre_vote_config(1), &[1, 2, 3], &[], hs(4, None, 0));
+    node.campaign();
+    persist_and_advance(&mut node);
+    step(&mut node, msg(MessageKind::RequestPreVoteResponse, 2, 1, 5));
+    assert_eq!((role(&node), term(&node)), (Role::Candidate, 5), "the pre-vote won; the real election runs");
+}
+
+// §9.6: a pre-vote for the voter's own current term is an ordinary vote
+// question: with a leader (or a vote) in that term, it is refused.
+#[test]
+fn a_pre_vote_for_the_current_term_is_refused_while_a_leader_is_known() {
+    let log = log_with_terms(&[1, 2]);
+    let mut node = node_with_log(pre_vote_config(2), &[1, 2, 3], &log, hs(2, None, 1));
+    step(&mut node, append(1, 2, 2, (2, 2), 1, vec![]));
+    drain(&mut node);
+    assert_eq!(leader(&node), Some(1));
+    let mut request = msg(MessageKind::RequestPreVote, 3, 2, 2);
+    request.index = LogIndex(2);
+    request.log_term = Term(2);
+    step(&mut node, request);
+    let mut reject = msg(MessageKind::RequestPreVoteResponse, 2, 3, 2);
+    reject.reject = true;
+    assert_eq!(drain(&mut node), vec![reject]);
+}
+
+// §5.2: only a follower (or candidate) that is a voter campaigns: a forced
+// campaign on a leader or a learner, or a TimeoutNow to a learner, does
+// nothing.
+#[test]
+fn leaders_and_learners_do_not_campaign_when_asked() {
+    let mut c = settled(&[1, 2, 3], plain_config);
+    c.node(1).campaign();
+    assert_eq!((role(&c.nodes[&1]), term(&c.nodes[&1])), (Role::Leader, 1));
+    assert!(!c.nodes[&1].has_ready());
+
+    let learners =
+        flotilla::raft::ConfState { learners: [NodeId(4)].into(), ..flotilla::raft::ConfState::with_voters([1, 2, 3]) };
+    let mut learner = node_with_conf(plain_config(4), &learners, &[], hs(1, None, 0));
+    learner.campaign();
+    step(&mut learner, msg(MessageKind::TimeoutNow, 1, 4, 1));
+    assert_eq!((role(&learner), term(&learner)), (Role::Follower, 1));
+    assert!(all_messages(&persist_and_advance(&mut learner)).is_empty());
+}

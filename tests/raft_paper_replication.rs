@@ -442,3 +442,23 @@ fn unreachable_follower_falls_back_to_probe() {
     c.node(1).propose(b"c".to_vec()).unwrap();
     assert!(c.ready(1).messages.iter().all(|m| m.to.0 != 2), "one probe at a time");
 }
+
+// The heartbeat answer frees a slot only of a FULL window (its appends may
+// be lost); otherwise acknowledgements alone free the window.
+#[test]
+fn a_heartbeat_answer_frees_no_slot_of_a_window_that_is_not_full() {
+    let mut c = settled(&[1, 2, 3], |id| {
+        let mut config = plain_config(id);
+        config.max_inflight_messages = 2;
+        config
+    });
+    c.node(1).propose(b"a".to_vec()).unwrap();
+    let mut to2 = c.ready(1).messages.into_iter().filter(|m| m.to.0 == 2).count();
+    step(c.node(1), msg(MessageKind::HeartbeatResponse, 2, 1, 1));
+    for data in [b"b", b"c"] {
+        c.node(1).propose(data.to_vec()).unwrap();
+        let carrying = |m: &flotilla::raft::Message| m.to.0 == 2 && !m.entries.is_empty();
+        to2 += c.ready(1).messages.iter().filter(|m| carrying(m)).count();
+    }
+    assert_eq!(to2, 2, "a and b fill the window; c waits");
+}

@@ -563,3 +563,7 @@ impl<S: LogStore> RawNode<S> {
         self.raft.tracker.config.clone()
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

@@ -93,7 +93,7 @@ impl<S: LogStore> Raft<S> {
         if progress.state == ProgressState::Replicate && progress.inflights.full() {
             progress.inflights.free_first_one();
         }
-        let (lagging, is_learner) = (progress.matched < last_index, progress.is_learner);
+        let lagging = progress.matched < last_index;
         if progress.state == ProgressState::Probe && !lagging {
             // It has everything: stream to it from now on, rather than
             // probing with the next proposal first.
@@ -102,9 +102,11 @@ impl<S: LogStore> Raft<S> {
         if lagging {
             self.send_append(from);
         }
-        if message.context.is_empty() || is_learner {
+        if message.context.is_empty() {
             return;
         }
+        // A learner's acknowledgement is recorded but never counted: only
+        // voters make the quorum that confirms a read.
         let Some(acks) = self.read_only.receive_ack(from, &message.context) else { return };
         let votes = acks.iter().map(|&id| (id, true)).collect();
         if self.tracker.config.voters.vote_result(&votes) != VoteResult::Won {
@@ -206,8 +208,8 @@ impl<S: LogStore> Raft<S> {
         let prev_term = self.log.term(next.prev());
         let max_size = self.config.max_size_per_message_bytes;
         let entries = match self.send_limit(to) {
-            Some(limit) if next > limit => Ok(Vec::new()),
-            Some(limit) => self.log.slice(next, limit.next(), max_size),
+            // Past the limit the slice is empty: an append with the commit.
+            Some(limit) => self.log.slice(next, limit.next().max(next), max_size),
             None => self.log.entries_from(next, max_size),
         };
         let (Ok(prev_term), Ok(entries)) = (prev_term, entries) else {
