@@ -53,16 +53,22 @@ pub struct Phase {
     pub visits: u64,
     /// Messages delivered between the nodes.
     pub messages: u64,
-    /// CPU of the driving thread (wall time where the platform has no
-    /// per-thread clock; the loop never blocks).
-    pub cpu: Duration,
+    /// CPU of the driving thread, where the platform reports it (the
+    /// kernel updates it at scheduler ticks, so a phase of a few
+    /// milliseconds may read as zero).
+    pub cpu: Option<Duration>,
+    /// Wall time of the phase. The loop never blocks, so this is the CPU
+    /// time plus whatever else the machine ran meanwhile: an upper bound.
+    pub wall: Duration,
 }
 
 impl Phase {
     /// CPU per group per second of node clock, for one node (the loop runs
-    /// all three nodes, so a third of it).
+    /// all three nodes, so a third of it). Uses the larger of CPU and wall
+    /// time, so a coarse CPU clock never flatters the figure.
     pub fn micros_per_group_second(&self, groups: u64, ticks_per_second: u64) -> f64 {
-        let per_tick = self.cpu.as_secs_f64() * 1e6 / self.ticks.max(1) as f64;
+        let spent = self.cpu.map_or(self.wall, |cpu| cpu.max(self.wall));
+        let per_tick = spent.as_secs_f64() * 1e6 / self.ticks.max(1) as f64;
         per_tick * ticks_per_second as f64 / groups.max(1) as f64 / NODES as f64
     }
 }
@@ -227,11 +233,9 @@ impl Cluster {
             }
             self.settle();
         }
-        let cpu = match (cpu_start, thread_cpu_time()) {
-            (Some(start), Some(end)) => end.saturating_sub(start),
-            _ => wall_start.elapsed(),
-        };
-        Phase { ticks, visits: self.visits - visits, messages: self.delivered - delivered, cpu }
+        let wall = wall_start.elapsed();
+        let cpu = cpu_start.zip(thread_cpu_time()).map(|(start, end)| end.saturating_sub(start));
+        Phase { ticks, visits: self.visits - visits, messages: self.delivered - delivered, cpu, wall }
     }
 
     /// Every leader quiesces (all nodes live); returns how many groups then
@@ -284,16 +288,17 @@ pub fn format_report(report: &RaftBenchReport) -> String {
         writeln!(out, "{groups} groups x {NODES} replicas in memory, {} ticks per phase, {rate} ticks/s", config.ticks);
     let _ = writeln!(
         out,
-        "{:>10} {:>10} {:>12} {:>10} {:>22}",
-        "phase", "visits", "messages", "cpu ms", "µs per group-second"
+        "{:>10} {:>10} {:>12} {:>10} {:>10} {:>22}",
+        "phase", "visits", "messages", "cpu ms", "wall ms", "µs per group-second"
     );
     for (name, phase) in [("awake", &report.awake), ("quiesced", &report.quiesced)] {
+        let cpu = phase.cpu.map_or("-".to_string(), |cpu| format!("{:.3}", cpu.as_secs_f64() * 1e3));
         let _ = writeln!(
             out,
-            "{name:>10} {:>10} {:>12} {:>10.3} {:>22.4}",
+            "{name:>10} {:>10} {:>12} {cpu:>10} {:>10.3} {:>22.5}",
             phase.visits,
             phase.messages,
-            phase.cpu.as_secs_f64() * 1e3,
+            phase.wall.as_secs_f64() * 1e3,
             phase.micros_per_group_second(groups, rate)
         );
     }
