@@ -10,20 +10,33 @@
 //! - [`sim`]: a seeded, deterministic simulator of whole groups on an
 //!   in-memory network with faults; it checks Raft's safety properties after
 //!   every step. Used by the tests and `flotilla sim`.
-//!
 //! - [`storage`]: the node's one RocksDB: key encoding, every group's log
 //!   store and hard state, group commit (one fsync per batch), snapshots.
 //! - [`kv`]: the replicated state machine: commands, apply, reads.
 //! - [`proto`]: generated gRPC types (client, peer and admin APIs).
+//! - [`transport`]: peer traffic: one gRPC stream per peer node carrying
+//!   every group's message batches, reconnect with backoff, snapshot files.
+//! - [`server`]: client-facing gRPC services; the one error -> status mapping.
+//! - [`client`]: the Rust client (routing, leader hints, retries); `flotilla kv`.
 //! - [`bench`]: `flotilla bench` measurements (storage group commit; the
 //!   Raft core's cost per idle group and its batching).
+//! - [`multiraft`]: the node runtime: every group of the node in one event
+//!   loop; one storage batch and at most one fsync per turn; quiescence.
+//! - [`cluster`]: the cluster record (members, shard count) and placement.
+//! - [`node`]: one server process assembled and stopped in order.
 //!
-//! Still to come (see DESIGN.md): `multiraft` (the node runtime), `transport`,
-//! `cluster`, `server`, `client`, metrics and config.
+//! Still to come (see DESIGN.md): the meta group and rebalancing, metrics,
+//! the admin service and config files.
 
 pub mod bench;
+pub mod client;
+pub mod cluster;
 pub mod kv;
+pub mod multiraft;
+pub mod node;
 pub mod proto;
 pub mod raft;
+pub mod server;
 pub mod sim;
 pub mod storage;
+pub mod transport;

@@ -1,10 +1,8 @@
-//! The `flotilla` command line.
-//!
-//! For now it has `sim`, which runs the deterministic Raft simulator,
-//! `bench storage`, which measures group commit on this machine's disk, and
-//! `bench raft`, which measures the Raft core's cost per idle group;
-//! `server`, `demo`, `kv`, `admin` and the other benchmarks come with the
-//! node runtime (see DESIGN.md).
+//! The `flotilla` command line: `server` runs a node, `kv` talks to a
+//! cluster, `sim` runs the deterministic Raft simulator, `bench storage`
+//! measures group commit on this machine's disk and `bench raft` the Raft
+//! core's cost per idle group. (`demo`, `admin` and the client benchmark
+//! come with the operations issue.)
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +12,9 @@ use clap::{Parser, Subcommand};
 
 use flotilla::bench::raft::{self as raft_bench, RaftBenchConfig};
 use flotilla::bench::storage::{self as storage_bench, StorageBenchConfig};
+use flotilla::cluster::ClusterConfig;
+use flotilla::node::NodeOptions;
+use flotilla::raft::NodeId;
 use flotilla::sim::{run, SimConfig};
 
 #[derive(Parser)]
@@ -25,6 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run one node of a cluster until SIGTERM or Ctrl-C.
+    Server(ServerArgs),
+    /// Read and write keys: put KEY VALUE | get KEY | delete KEY | cas KEY | scan.
+    Kv(flotilla::client::cli::KvArgs),
     /// Run Raft groups in the deterministic simulator under faults and check
     /// safety and liveness (the same seed replays the same run).
     Sim {
@@ -98,8 +103,48 @@ enum Bench {
     },
 }
 
-fn main() -> Result<()> {
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// This node's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    id: u64,
+    /// Address to serve clients and peers on, as HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7001")]
+    listen: String,
+    /// Where the node keeps its data; created on first start.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Every member as ID=HOST:PORT,...; without it a one-node cluster is
+    /// created. Only needed on the first start: the data dir remembers it.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Number of shards of a new cluster (default 64); stored in the data dir.
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Address for Prometheus metrics (HTTP GET /metrics).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// A TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> Result<std::process::ExitCode> {
     match Cli::parse().command {
+        Command::Server(args) => {
+            init_logging();
+            tokio_runtime()?.block_on(serve(args))?;
+        }
+        Command::Kv(args) => {
+            init_logging();
+            return Ok(match tokio_runtime()?.block_on(flotilla::client::cli::run_kv(args)) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    flotilla::client::cli::exit_code(&error).into()
+                }
+            });
+        }
         Command::Sim { seed: Some(seed), .. } => {
             let mut config = SimConfig::for_seed(seed);
             config.verbose = true;
@@ -131,7 +176,75 @@ fn main() -> Result<()> {
             print!("{}", raft_bench::format_report(&report));
         }
     }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")
+}
+
+async fn serve(args: ServerArgs) -> Result<()> {
+    if let Some(path) = &args.config {
+        bail!("--config {}: configuration files are not supported yet; use the flags", path.display());
+    }
+    if args.id == 0 {
+        bail!("--id 0: node ids start at 1");
+    }
+    let mut options = NodeOptions::new(NodeId(args.id), args.data_dir.clone());
+    options.shards = args.shards;
+    if let Some(text) = &args.initial_cluster {
+        let members = ClusterConfig::parse_members(text).context("--initial-cluster")?;
+        if !members.contains_key(&NodeId(args.id)) {
+            bail!("--initial-cluster does not list this node's id {}", args.id);
+        }
+        options.initial_cluster = Some(members);
+    }
+    let listener =
+        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+    if let Some(addr) = &args.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
+        tokio::spawn(serve_metrics_placeholder(metrics));
+    }
+    let node = flotilla::node::start(options, listener).await.context("starting the node")?;
+    eprintln!("flotilla node {} serving on {}", args.id, node.addr);
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.stop(Duration::from_secs(5)).await;
     Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// Answers every HTTP request with an empty exposition until the metrics
+/// issue fills it, so scrapers and the flag work today.
+async fn serve_metrics_placeholder(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request).await;
+            let body = "# flotilla: metrics are not exported yet\n";
+            let response = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+        });
+    }
 }
 
 fn simulate(first_seed: u64, seeds: u64) -> Result<()> {

@@ -57,12 +57,27 @@ impl StorageBatch {
     }
 
     /// Stages a write of user data that later reads of this batch see.
+    /// Applying needs no fsync of its own (DESIGN.md: an apply-only batch
+    /// is written unsynced): the entries it applies are already durable in
+    /// the log, and data and applied index share the batch, so a crash that
+    /// loses it re-applies the same entries exactly once.
     pub fn stage_data(&mut self, cf: &ColumnFamily, data_key: Vec<u8>, value: Option<Vec<u8>>) {
         match &value {
-            Some(value) => self.put(cf, &data_key, value),
-            None => self.delete(cf, &data_key),
+            Some(value) => self.inner.put_cf(cf, &data_key, value),
+            None => self.inner.delete_cf(cf, &data_key),
         }
         self.staged_data.insert(data_key, value);
+    }
+
+    /// Stages a write that, like applied data, needs no fsync of its own
+    /// (the apply state: see `stage_data`).
+    pub(super) fn put_unsynced(&mut self, cf: &ColumnFamily, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.inner.put_cf(cf, key, value);
+    }
+
+    /// Whether committing this batch fsyncs (when the engine syncs at all).
+    pub fn needs_sync(&self) -> bool {
+        self.needs_sync
     }
 
     /// Stages deleting the `data` keys in `[from, to)` (one range

@@ -310,7 +310,7 @@ impl GroupStorage {
     pub fn stage_apply_state(&mut self, batch: &mut StorageBatch, applied: ApplyState, conf_state: Option<&ConfState>) {
         debug_assert!(applied.index >= self.applied.index, "apply went backwards");
         let key = keys::apply_state_key(self.group);
-        batch.put(self.engine.cf(CF_META), key, codec::encode_index_term(applied.index, applied.term));
+        batch.put_unsynced(self.engine.cf(CF_META), key, codec::encode_index_term(applied.index, applied.term));
         if let Some(conf_state) = conf_state {
             let key = keys::state_key(self.group, keys::STATE_CONF);
             batch.put(self.engine.cf(CF_RAFT_STATE), key, codec::encode_conf_state(conf_state));

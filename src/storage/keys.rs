@@ -30,6 +30,8 @@ pub const META_FORMAT_VERSION: u8 = 0x01;
 pub const META_NODE_ID: u8 = 0x02;
 /// meta: tag ‖ group -> applied index and term of the group's state machine.
 pub const META_APPLY_STATE: u8 = 0x03;
+/// meta: tag -> the cluster this node was created in (shard count, members).
+pub const META_CLUSTER: u8 = 0x04;
 
 pub fn log_key(group: GroupId, index: LogIndex) -> [u8; 16] {
     let mut key = [0u8; 16];

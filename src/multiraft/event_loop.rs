@@ -1,0 +1,156 @@
+//! The thin tokio shell around `Node`: one OS thread per node runs the
+//! event loop on its own single-threaded runtime. It waits for input (a
+//! client request, a peer batch, the tick), drains whatever else is already
+//! queued, and runs one turn: send what may go early, write the batch (one
+//! fsync at most), finish, send the rest.
+//!
+//! The loop blocks on its own storage write on purpose: the write is the
+//! turn's commit point, and a second turn cannot start before the first is
+//! durable without a pipeline this runtime does not have yet. Everything
+//! else (gRPC, encoding, sockets) runs on the process's main runtime.
+
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::node::Node;
+use super::turn::Outbox;
+use super::Input;
+use crate::transport::{Transport, TransportEvent};
+
+/// Inputs drained per source per turn, so one busy source cannot starve
+/// the others and a turn's batch stays bounded.
+const MAX_DRAIN_PER_TURN: usize = 4096;
+
+pub struct EventLoop {
+    pub node: Node,
+    /// Client requests (from `NodeHandle`s).
+    pub inbox: mpsc::Receiver<Input>,
+    /// Peer batches, peer up/down, snapshots (from the transport).
+    pub events: mpsc::Receiver<TransportEvent>,
+    pub transport: Transport,
+    pub tick_interval: Duration,
+}
+
+impl EventLoop {
+    /// Starts the loop on its own thread. It runs until `shutdown` turns
+    /// true (or its sender is dropped), then answers every waiting request
+    /// with `ShuttingDown` and returns the node (whose engine the caller
+    /// may then close).
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> std::io::Result<JoinHandle<Node>> {
+        let name = format!("flotilla-node-{}", self.node.id());
+        std::thread::Builder::new().name(name).spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(self.run(shutdown)),
+                Err(error) => {
+                    tracing::error!("cannot start the event loop's runtime: {error}");
+                    let mut node = self.node;
+                    node.shut_down();
+                    node
+                }
+            }
+        })
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Node {
+        let mut ticker = tokio::time::interval(self.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if !self.node.has_work() {
+                tokio::select! {
+                    biased;
+                    changed = shutdown.changed() => {
+                        if changed.is_err() { break }
+                        continue;
+                    }
+                    _ = ticker.tick() => self.node.on_tick(Instant::now()),
+                    Some(event) = self.events.recv() => self.on_event(event),
+                    Some(input) = self.inbox.recv() => self.on_input(input),
+                }
+            }
+            self.drain();
+            if let Err(error) = self.turn() {
+                // What was staged may or may not be on disk, exactly as
+                // after a crash; a restart recovers, carrying on would not.
+                tracing::error!(node = %self.node.id(), "storage write failed, stopping the node: {error}");
+                break;
+            }
+        }
+        self.node.shut_down();
+        self.node
+    }
+
+    fn drain(&mut self) {
+        let now = Instant::now();
+        for _ in 0..MAX_DRAIN_PER_TURN {
+            match self.events.try_recv() {
+                Ok(event) => self.on_event(event),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..MAX_DRAIN_PER_TURN {
+            match self.inbox.try_recv() {
+                Ok(Input::Request(request)) => self.node.on_request(request, now),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Request(request) => self.node.on_request(request, Instant::now()),
+        }
+    }
+
+    fn on_event(&mut self, event: TransportEvent) {
+        match event {
+            TransportEvent::Batch { from, messages } => self.node.on_peer_messages(from, messages),
+            TransportEvent::PeerUp(node) => self.node.on_peer_up(node),
+            TransportEvent::PeerDown(node) => self.node.on_peer_down(node),
+            TransportEvent::SnapshotReceived { from, group, message, file, done } => {
+                self.node.on_snapshot_received(from, group, message, file, done)
+            }
+            TransportEvent::SnapshotSent { to, group, delivered } => self.node.on_snapshot_sent(to, group, delivered),
+        }
+    }
+
+    fn turn(&mut self) -> Result<(), crate::storage::StorageError> {
+        let mut turn = self.node.prepare_turn();
+        let stats = self.node.stats.clone();
+        stats.turns.fetch_add(1, Ordering::Relaxed);
+        if turn.batch.needs_sync() {
+            stats.synced_turns.fetch_add(1, Ordering::Relaxed);
+        }
+        self.send(std::mem::take(&mut turn.early));
+        stats.snapshots_sent.fetch_add(turn.snapshots.len() as u64, Ordering::Relaxed);
+        for (to, group, message, file) in std::mem::take(&mut turn.snapshots) {
+            self.transport.send_snapshot(to, group, message, file);
+        }
+        debug_assert!(
+            !turn.must_sync || turn.batch.needs_sync(),
+            "a Ready that must sync staged a batch that does not"
+        );
+        let batch = std::mem::take(&mut turn.batch);
+        self.node.engine.commit(batch)?;
+        let late = self.node.finish_turn(turn);
+        self.send(late);
+        Ok(())
+    }
+
+    fn send(&mut self, outbox: Outbox) {
+        for (to, messages) in outbox {
+            let groups: Vec<_> = messages.iter().map(|(group, _)| *group).collect();
+            self.node.stats.peer_batches_sent.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = self.transport.send(to, messages) {
+                tracing::debug!(node = %self.node.id(), peer = %to, "send failed: {error}");
+                self.node.on_send_failed(to, &groups);
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! `Scan`: keys are hashed to shards, so the keys under any prefix are
+//! spread over every shard. A page asks every shard for up to `limit` keys
+//! of the range at once, merges them in key order and cuts the merge at
+//! `limit` items or the byte budget.
+//!
+//! Why asking each shard for the full `limit` is enough: if one shard
+//! answers a full page ending at key K, it alone holds `limit` keys <= K,
+//! so the first `limit` merged keys are all <= K, and no key it did not
+//! send can belong in the page. `more` is then set, and the next page
+//! starts after the last key sent.
+
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+
+use super::status::{CallContext, Failure};
+use crate::multiraft::{NodeHandle, Operation, Outcome, RequestError, ShardId};
+use crate::proto::KeyValue;
+
+/// The key range of one page: `start <= key < end` (`end` empty: no end).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct ScanRange {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+}
+
+impl ScanRange {
+    /// The range of keys with `prefix` that sort after `start_after`, or
+    /// `None` when no key can be both.
+    pub fn new(prefix: &[u8], start_after: &[u8]) -> Option<ScanRange> {
+        let end = prefix_successor(prefix);
+        let start = if start_after.is_empty() {
+            prefix.to_vec()
+        } else {
+            let after = key_successor(start_after);
+            if after.as_slice() > prefix {
+                after
+            } else {
+                prefix.to_vec()
+            }
+        };
+        if !end.is_empty() && start >= end {
+            return None;
+        }
+        Some(ScanRange { start, end })
+    }
+}
+
+/// The smallest key strictly greater than `key`: `key` followed by a zero.
+pub(super) fn key_successor(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
+}
+
+/// The smallest key greater than every key starting with `prefix`: drop
+/// trailing 0xff bytes and increment the last remaining one. Empty (no
+/// upper bound) when there is none: an empty prefix, or one of only 0xff.
+pub(super) fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+/// The page size for a requested `limit`: 0 means the default, and no
+/// request gets more than the maximum (nor less than one item).
+pub(super) fn effective_limit(requested: u32, default: u32, max: u32) -> usize {
+    let limit = if requested == 0 { default } else { requested };
+    limit.min(max).max(1) as usize
+}
+
+/// One shard's answer to a page request.
+#[derive(Debug, Default)]
+pub(super) struct ShardPage {
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The shard returned as many pairs as asked: it may hold more.
+    pub full: bool,
+}
+
+/// A merged page.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Page {
+    pub items: Vec<KeyValue>,
+    pub more: bool,
+}
+
+/// Merges the shards' pages in key order and cuts at `limit` items or
+/// `max_bytes` of keys and values (a page holds at least one item, so a
+/// scan always makes progress, even past one huge value).
+pub(super) fn merge(pages: Vec<ShardPage>, limit: usize, max_bytes: usize) -> Page {
+    let any_full = pages.iter().any(|page| page.full);
+    // Every key lives in exactly one shard, so there are no duplicates to
+    // drop; sorting the concatenation is cheap next to the reads behind it.
+    let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = pages.into_iter().flat_map(|page| page.pairs).collect();
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut items = Vec::with_capacity(pairs.len().min(limit));
+    let mut bytes = 0usize;
+    let mut cut = false;
+    for (key, value) in pairs {
+        let size = key.len().saturating_add(value.len());
+        if items.len() >= limit || (!items.is_empty() && bytes.saturating_add(size) > max_bytes) {
+            cut = true;
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        items.push(KeyValue { key, value });
+    }
+    Page { items, more: cut || any_full }
+}
+
+/// Reads one page from every shard concurrently.
+///
+/// Every shard must be readable here: this node must host it and (reads
+/// being linearizable) lead it. With three nodes or fewer every node hosts
+/// every shard, but it leads only some of them; a shard it does not host or
+/// lead fails the page with UNAVAILABLE naming the shard. Serving those
+/// shards needs a per-shard scan RPC between nodes (the leader of each shard
+/// answering its part), which the client API does not have yet.
+pub(super) async fn gather(
+    node: &NodeHandle,
+    range: &ScanRange,
+    limit: usize,
+    call: &CallContext,
+) -> Result<Vec<ShardPage>, Failure> {
+    let shard_count = node.shard_count();
+    if let Some(shard) = (0..shard_count).map(ShardId).find(|&shard| !node.hosts(shard)) {
+        return Err(Failure::unavailable(format!(
+            "node {} does not host shard {}, which a scan must read; scans are served only by nodes that \
+             host every shard",
+            node.node_id(),
+            shard.0
+        )));
+    }
+    let mut reads = JoinSet::new();
+    for shard in (0..shard_count).map(ShardId) {
+        let node = node.clone();
+        let operation =
+            Operation::Scan { start: range.start.clone(), end: range.end.clone(), limit, linearizable: true };
+        let deadline = call.deadline;
+        reads.spawn(async move { (shard, node.call(shard, operation, deadline).await) });
+    }
+    let mut pages = Vec::with_capacity(shard_count as usize);
+    loop {
+        let joined = match tokio::time::timeout_at(call.hard_deadline.into(), reads.join_next()).await {
+            Err(_elapsed) => return Err(Failure::timed_out(false)),
+            Ok(None) => return Ok(pages),
+            Ok(Some(joined)) => joined,
+        };
+        let (shard, answer) =
+            joined.map_err(|error| Failure::internal(format!("a shard read task failed: {error}")))?;
+        pages.push(shard_page(shard, answer, limit, call)?);
+    }
+}
+
+fn shard_page(
+    shard: ShardId,
+    answer: Result<Outcome, RequestError>,
+    limit: usize,
+    call: &CallContext,
+) -> Result<ShardPage, Failure> {
+    match answer {
+        Ok(Outcome::Pairs(pairs)) => {
+            let full = pairs.len() >= limit;
+            Ok(ShardPage { pairs, full })
+        }
+        Ok(other) => Err(Failure::internal(format!("shard {} answered a scan with {other:?}", shard.0))),
+        Err(error) => {
+            let failure = Failure::from_request_error(&error, call.deadline_passed(Instant::now()));
+            Err(Failure { message: format!("scan of shard {}: {}", shard.0, failure.message), ..failure })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(keys: &[&str]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        keys.iter().map(|k| (k.as_bytes().to_vec(), format!("v-{k}").into_bytes())).collect()
+    }
+
+    fn keys(page: &Page) -> Vec<String> {
+        page.items.iter().map(|item| String::from_utf8_lossy(&item.key).into_owned()).collect()
+    }
+
+    #[test]
+    fn prefix_successor_handles_trailing_ff_and_unbounded_prefixes() {
+        assert_eq!(prefix_successor(b"abc"), b"abd".to_vec());
+        assert_eq!(prefix_successor(&[1, 0xff]), vec![2]);
+        assert_eq!(prefix_successor(&[1, 0xfe, 0xff, 0xff]), vec![1, 0xff]);
+        assert_eq!(prefix_successor(&[0xff]), Vec::<u8>::new());
+        assert_eq!(prefix_successor(&[0xff, 0xff]), Vec::<u8>::new());
+        assert_eq!(prefix_successor(b""), Vec::<u8>::new());
+        assert_eq!(prefix_successor(&[0]), vec![1]);
+    }
+
+    #[test]
+    fn key_successor_is_the_next_key_in_byte_order() {
+        assert_eq!(key_successor(b"a"), b"a\0".to_vec());
+        assert_eq!(key_successor(b""), vec![0]);
+        assert!(key_successor(b"a").as_slice() > b"a".as_slice());
+        assert!(key_successor(b"a").as_slice() < b"a\x00\x00".as_slice());
+    }
+
+    #[test]
+    fn scan_ranges_combine_prefix_and_start_after() {
+        let range = |prefix: &[u8], after: &[u8]| ScanRange::new(prefix, after);
+        assert_eq!(range(b"user/", b""), Some(ScanRange { start: b"user/".to_vec(), end: b"user0".to_vec() }));
+        assert_eq!(range(b"", b""), Some(ScanRange { start: vec![], end: vec![] }));
+        // Paging inside the prefix: strictly after the last key.
+        assert_eq!(range(b"user/", b"user/7").unwrap().start, b"user/7\0".to_vec());
+        // A start_after before the prefix starts at the prefix.
+        assert_eq!(range(b"user/", b"a").unwrap().start, b"user/".to_vec());
+        // A start_after equal to the prefix skips only the prefix itself.
+        assert_eq!(range(b"user/", b"user/").unwrap().start, b"user/\0".to_vec());
+        // A start_after past every key of the prefix: nothing to read.
+        assert_eq!(range(b"user/", b"user0"), None);
+        assert_eq!(range(b"user/", b"zzz"), None);
+        // All-0xff prefixes have no end, so any later start is a range.
+        let range_ff = range(&[0xff], &[0xff, 7]).unwrap();
+        assert_eq!(range_ff, ScanRange { start: vec![0xff, 7, 0], end: vec![] });
+        assert_eq!(range(b"", b"k").unwrap(), ScanRange { start: b"k\0".to_vec(), end: vec![] });
+    }
+
+    #[test]
+    fn limits_default_and_cap() {
+        assert_eq!(effective_limit(0, 1000, 10_000), 1000);
+        assert_eq!(effective_limit(5, 1000, 10_000), 5);
+        assert_eq!(effective_limit(50_000, 1000, 10_000), 10_000);
+        assert_eq!(effective_limit(0, 0, 10), 1);
+    }
+
+    #[test]
+    fn merge_orders_across_shards_and_cuts_at_the_limit() {
+        let pages = vec![
+            ShardPage { pairs: pairs(&["b", "e"]), full: false },
+            ShardPage { pairs: pairs(&["a", "d", "f"]), full: false },
+            ShardPage { pairs: vec![], full: false },
+            ShardPage { pairs: pairs(&["c"]), full: false },
+        ];
+        let page = merge(pages, 4, usize::MAX);
+        assert_eq!(keys(&page), ["a", "b", "c", "d"]);
+        assert_eq!(page.items[0].value, b"v-a".to_vec());
+        assert!(page.more, "cut by the limit");
+    }
+
+    #[test]
+    fn merge_without_cuts_or_full_shards_is_complete() {
+        let pages =
+            vec![ShardPage { pairs: pairs(&["b"]), full: false }, ShardPage { pairs: pairs(&["a"]), full: false }];
+        let page = merge(pages, 10, usize::MAX);
+        assert_eq!(keys(&page), ["a", "b"]);
+        assert!(!page.more);
+        assert_eq!(merge(vec![], 10, 100), Page { items: vec![], more: false });
+    }
+
+    #[test]
+    fn a_full_shard_page_means_more_even_without_a_cut() {
+        let pages = vec![ShardPage { pairs: pairs(&["a", "c"]), full: true }, ShardPage { pairs: vec![], full: false }];
+        let page = merge(pages, 5, usize::MAX);
+        assert_eq!(keys(&page), ["a", "c"]);
+        assert!(page.more);
+    }
+
+    #[test]
+    fn merge_stops_at_the_byte_budget_but_returns_at_least_one_item() {
+        // Each item is 1 key byte + 4 value bytes ("v-a") = 4 bytes.
+        let pages = vec![ShardPage { pairs: pairs(&["a", "b", "c"]), full: false }];
+        let page = merge(pages, 10, 8);
+        assert_eq!(keys(&page), ["a", "b"]);
+        assert!(page.more, "cut by the budget");
+        let page = merge(vec![ShardPage { pairs: pairs(&["a", "b"]), full: false }], 10, 8);
+        assert_eq!(keys(&page), ["a", "b"]);
+        assert!(!page.more, "exactly at the budget is not a cut");
+        let huge = vec![ShardPage { pairs: vec![(b"k".to_vec(), vec![0; 100]), (b"l".to_vec(), vec![])], full: false }];
+        let page = merge(huge, 10, 8);
+        assert_eq!(page.items.len(), 1, "one item over budget still makes progress");
+        assert!(page.more);
+    }
+
+    #[test]
+    fn shard_answers_become_pages_or_named_failures() {
+        let call = CallContext::new(Instant::now(), None, std::time::Duration::from_secs(10), false);
+        let page = shard_page(ShardId(1), Ok(Outcome::Pairs(pairs(&["a", "b"]))), 2, &call).unwrap();
+        assert!(page.full);
+        let page = shard_page(ShardId(1), Ok(Outcome::Pairs(pairs(&["a"]))), 2, &call).unwrap();
+        assert!(!page.full);
+        let failure = shard_page(ShardId(7), Ok(Outcome::Value(None)), 2, &call).unwrap_err();
+        assert_eq!(failure.code, tonic::Code::Internal);
+        assert!(failure.message.contains("shard 7"), "{}", failure.message);
+        let failure = shard_page(ShardId(5), Err(RequestError::NoLeader { shard: ShardId(5) }), 2, &call).unwrap_err();
+        assert_eq!(failure.code, tonic::Code::Unavailable);
+        assert!(failure.message.starts_with("scan of shard 5: "), "{}", failure.message);
+    }
+}

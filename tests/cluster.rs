@@ -1,0 +1,317 @@
+//! In-process clusters: real nodes (storage, event loop, transport, gRPC)
+//! on 127.0.0.1 port 0, driven through the generated gRPC client.
+//! Every wait is bounded; every node started is stopped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use flotilla::multiraft::{Operation, RequestError, RuntimeConfig, ShardId};
+use flotilla::node::{start, NodeOptions, RunningNode};
+use flotilla::proto::kv_client::KvClient;
+use flotilla::proto::{CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, ScanRequest};
+use flotilla::raft::NodeId;
+use tonic::transport::Channel;
+
+struct TestCluster {
+    dir: tempfile::TempDir,
+    addresses: BTreeMap<NodeId, String>,
+    nodes: BTreeMap<NodeId, RunningNode>,
+    shards: u32,
+    runtime: RuntimeConfig,
+}
+
+impl TestCluster {
+    async fn start(size: u64, shards: u32, runtime: RuntimeConfig) -> TestCluster {
+        let mut listeners = BTreeMap::new();
+        for id in 1..=size {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listeners.insert(NodeId(id), listener);
+        }
+        let addresses = listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap().to_string())).collect();
+        let mut cluster =
+            TestCluster { dir: tempfile::tempdir().unwrap(), addresses, nodes: BTreeMap::new(), shards, runtime };
+        for (id, listener) in listeners {
+            cluster.start_node_on(id, listener).await;
+        }
+        cluster
+    }
+
+    fn options(&self, id: NodeId) -> NodeOptions {
+        let mut options = NodeOptions::new(id, self.dir.path().join(format!("n{id}")));
+        options.initial_cluster = Some(self.addresses.clone());
+        options.shards = Some(self.shards);
+        options.tick_interval = Duration::from_millis(20);
+        options.runtime = self.runtime.clone();
+        options
+    }
+
+    async fn start_node_on(&mut self, id: NodeId, listener: tokio::net::TcpListener) {
+        let node = start(self.options(id), listener).await.unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    async fn restart_node(&mut self, id: NodeId) {
+        let listener = bind_again(&self.addresses[&id]).await;
+        self.start_node_on(id, listener).await;
+    }
+
+    async fn stop_node(&mut self, id: NodeId) {
+        if let Some(node) = self.nodes.remove(&id) {
+            node.stop(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop_node(id).await;
+        }
+    }
+
+    async fn client(&self, id: NodeId) -> KvClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addresses[&id])).unwrap().connect_lazy();
+        KvClient::new(channel)
+    }
+
+    /// The node leading `shard`, asked of the running nodes.
+    async fn leader_of(&self, shard: ShardId) -> Option<NodeId> {
+        for node in self.nodes.values() {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            // Only a leader accepts a write; the others name the leader.
+            let write = Operation::Write(flotilla::kv::Command::Delete { key: b"\0leader-probe".to_vec() });
+            match node.handle.call(shard, write, deadline).await {
+                Ok(_) => return Some(node.handle.node_id()),
+                Err(RequestError::NotLeader { leader: Some((leader, _)), .. }) => return Some(leader),
+                Err(_) => continue,
+            }
+        }
+        None
+    }
+}
+
+/// Binds the address a stopped node used, retrying while the OS lets go.
+async fn bind_again(address: &str) -> tokio::net::TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(error) if Instant::now() > deadline => panic!("cannot bind {address} again: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Retries `put` until it succeeds or `within` passes; returns the time taken.
+async fn put_within(client: &mut KvClient<Channel>, key: &str, value: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let request = PutRequest { key: key.into(), value: value.into() };
+        match client.put(request).await {
+            Ok(_) => return started.elapsed(),
+            Err(status) if started.elapsed() < within => {
+                assert!(
+                    matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded),
+                    "put {key}: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("put {key} still failing after {within:?}: {status:?}"),
+        }
+    }
+}
+
+async fn get(client: &mut KvClient<Channel>, key: &str) -> Option<Vec<u8>> {
+    let response = client.get(GetRequest { key: key.into(), stale_ok: false }).await.unwrap().into_inner();
+    response.found.then_some(response.value)
+}
+
+fn quick_runtime() -> RuntimeConfig {
+    RuntimeConfig { compact_log_entries: 40, compact_keep_entries: 5, ..RuntimeConfig::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_serve_every_call_with_its_semantics_and_errors() {
+    let mut cluster = TestCluster::start(3, 64, RuntimeConfig::default()).await;
+    let mut client = cluster.client(NodeId(1)).await;
+    put_within(&mut client, "a", "1", Duration::from_secs(20)).await;
+    for i in 0..30 {
+        put_within(&mut client, &format!("k{i:02}"), &format!("v{i}"), Duration::from_secs(10)).await;
+    }
+    // Any node answers for any key (forwarded to the shard's leader).
+    for id in [NodeId(2), NodeId(3)] {
+        let mut other = cluster.client(id).await;
+        assert_eq!(get(&mut other, "k07").await, Some(b"v7".to_vec()));
+        assert_eq!(get(&mut other, "missing").await, None);
+    }
+    let deleted = client.delete(DeleteRequest { key: "a".into() }).await.unwrap().into_inner();
+    assert!(deleted.existed);
+    let again = client.delete(DeleteRequest { key: "a".into() }).await.unwrap().into_inner();
+    assert!(!again.existed, "deleting a missing key is not an error");
+
+    let cas = |expected: Option<&str>, new: Option<&str>| CompareAndSwapRequest {
+        key: "c".into(),
+        expected: expected.map(Into::into),
+        new_value: new.map(Into::into),
+    };
+    let created = client.compare_and_swap(cas(None, Some("x"))).await.unwrap().into_inner();
+    assert!(created.succeeded && !created.found);
+    let refused = client.compare_and_swap(cas(Some("y"), Some("z"))).await.unwrap().into_inner();
+    assert!(!refused.succeeded && refused.found);
+    assert_eq!(refused.current, b"x");
+    let removed = client.compare_and_swap(cas(Some("x"), None)).await.unwrap().into_inner();
+    assert!(removed.succeeded);
+    assert_eq!(get(&mut client, "c").await, None);
+
+    let scan = client.scan(ScanRequest { prefix: "k".into(), limit: 0, start_after: Vec::new() }).await.unwrap();
+    let keys: Vec<String> = scan.into_inner().items.iter().map(|i| String::from_utf8(i.key.clone()).unwrap()).collect();
+    let expected: Vec<String> = (0..30).map(|i| format!("k{i:02}")).collect();
+    assert_eq!(keys, expected, "every shard's keys, merged in order");
+
+    for (request, named) in [
+        (PutRequest { key: Vec::new(), value: b"v".to_vec() }, "empty"),
+        (PutRequest { key: vec![b'k'; 5000], value: b"v".to_vec() }, "4096"),
+        (PutRequest { key: b"k".to_vec(), value: vec![0; (1 << 20) + 1] }, "1048576"),
+    ] {
+        let status = client.put(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(named), "{named}: {}", status.message());
+    }
+    // And the node keeps serving.
+    assert_eq!(get(&mut client, "k01").await, Some(b"v1".to_vec()));
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_leader_node_stops_takes_writes_again_within_ten_seconds() {
+    let mut cluster = TestCluster::start(3, 16, RuntimeConfig::default()).await;
+    let mut client = cluster.client(NodeId(1)).await;
+    put_within(&mut client, "warm", "1", Duration::from_secs(20)).await;
+    // A key whose shard is led by a node other than the one we talk to.
+    let handle = cluster.nodes[&NodeId(1)].handle.clone();
+    let mut target = None;
+    for i in 0..200 {
+        let key = format!("key{i}");
+        put_within(&mut client, &key, "before", Duration::from_secs(10)).await;
+        let leader = cluster.leader_of(handle.shard_for_key(key.as_bytes())).await;
+        if let Some(leader) = leader.filter(|l| *l != NodeId(1)) {
+            target = Some((key, leader));
+            break;
+        }
+    }
+    let (key, leader) = target.expect("some shard is led by node 2 or 3");
+    cluster.stop_node(leader).await;
+    let took = put_within(&mut client, &key, "after", Duration::from_secs(10)).await;
+    assert_eq!(get(&mut client, &key).await, Some(b"after".to_vec()), "written in {took:?}");
+    cluster.restart_node(leader).await;
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_survives_stopping_and_restarting_every_node() {
+    let mut cluster = TestCluster::start(3, 16, RuntimeConfig::default()).await;
+    let mut client = cluster.client(NodeId(2)).await;
+    put_within(&mut client, "warm", "1", Duration::from_secs(20)).await;
+    for i in 0..60 {
+        put_within(&mut client, &format!("durable{i}"), &format!("{i}"), Duration::from_secs(10)).await;
+    }
+    cluster.stop_all().await;
+    for id in [NodeId(1), NodeId(2), NodeId(3)] {
+        cluster.restart_node(id).await;
+    }
+    let mut client = cluster.client(NodeId(3)).await;
+    put_within(&mut client, "after-restart", "1", Duration::from_secs(20)).await;
+    for i in 0..60 {
+        assert_eq!(get(&mut client, &format!("durable{i}")).await, Some(format!("{i}").into_bytes()), "durable{i}");
+    }
+    cluster.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_missed_a_compacted_log_catches_up_by_snapshot() {
+    let mut cluster = TestCluster::start(3, 4, quick_runtime()).await;
+    let mut client = cluster.client(NodeId(1)).await;
+    put_within(&mut client, "warm", "1", Duration::from_secs(20)).await;
+    // Node 3 must not lead anything we write through while it is down.
+    cluster.stop_node(NodeId(3)).await;
+    for i in 0..400 {
+        put_within(&mut client, &format!("s{i}"), &format!("{i}"), Duration::from_secs(10)).await;
+    }
+    // Let the leaders purge past what node 3 has (compaction runs every 64 ticks).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart_node(NodeId(3)).await;
+    // Stale reads on node 3 show what it holds; wait until all is there.
+    let mut on_three = cluster.client(NodeId(3)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..400 {
+        let key = format!("s{i}");
+        loop {
+            let request = GetRequest { key: key.clone().into(), stale_ok: true };
+            let found = on_three.get(request).await.map(|r| r.into_inner()).ok();
+            if found.as_ref().is_some_and(|r| r.found && r.value == format!("{i}").as_bytes()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node 3 never got {key}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let installed = cluster.nodes[&NodeId(3)].handle.stats().snapshots_installed.load(Ordering::Relaxed);
+    assert!(installed > 0, "node 3 caught up by snapshot, not only by log");
+    cluster.stop_all().await;
+}
+
+fn stat(node: &RunningNode, pick: fn(&flotilla::multiraft::NodeStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    pick(node.handle.stats()).load(Ordering::Relaxed)
+}
+
+/// Waits until `done` holds, checking every 100 ms, for at most `within`.
+async fn eventually(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With 1,000 shards and no load, every group quiesces and the nodes
+/// exchange O(nodes) batches, not O(groups); when a node dies, the groups
+/// it led wake at no more than the configured rate and all get leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_shards_quiesce_and_wake_at_a_bounded_rate_when_a_node_dies() {
+    const SHARDS: u64 = 1000;
+    let runtime = RuntimeConfig { max_wakeups_per_tick: 40, ..RuntimeConfig::default() };
+    let mut cluster = TestCluster::start(3, SHARDS as u32, runtime).await;
+    let nodes = [NodeId(1), NodeId(2), NodeId(3)];
+    let led = |c: &TestCluster| {
+        nodes.iter().filter_map(|id| c.nodes.get(id)).map(|n| stat(n, |s| &s.groups_led)).sum::<u64>()
+    };
+    eventually(Duration::from_secs(60), "every shard has a leader", || led(&cluster) == SHARDS).await;
+    eventually(Duration::from_secs(60), "every group quiesced", || {
+        cluster.nodes.values().all(|n| stat(n, |s| &s.groups_quiesced) == SHARDS)
+    })
+    .await;
+
+    // Settled: over a second of ticks, count the batches node 1 sends.
+    let one = &cluster.nodes[&NodeId(1)];
+    let (batches, ticks) = (stat(one, |s| &s.peer_batches_sent), stat(one, |s| &s.ticks));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (batches, ticks) = (stat(one, |s| &s.peer_batches_sent) - batches, stat(one, |s| &s.ticks) - ticks);
+    assert!(ticks >= 10, "the clock runs ({ticks} ticks)");
+    assert!(batches <= 2 * 2 * ticks, "{batches} batches to 2 peers in {ticks} ticks: more than 2 per peer per tick");
+
+    // Node 3 dies; the survivors wake the groups it led, a few per tick.
+    let before: Vec<(u64, u64)> = [NodeId(1), NodeId(2)]
+        .iter()
+        .map(|id| (stat(&cluster.nodes[id], |s| &s.wakeups), stat(&cluster.nodes[id], |s| &s.ticks)))
+        .collect();
+    cluster.stop_node(NodeId(3)).await;
+    eventually(Duration::from_secs(60), "every shard has a leader on nodes 1 and 2", || led(&cluster) == SHARDS).await;
+    for (id, (wakeups, ticks)) in [NodeId(1), NodeId(2)].iter().zip(before) {
+        let node = &cluster.nodes[id];
+        let woken = stat(node, |s| &s.wakeups) - wakeups;
+        let elapsed = stat(node, |s| &s.ticks) - ticks;
+        assert!(woken > 0, "node {id} woke the groups node 3 led");
+        assert!(woken <= 40 * (elapsed + 1), "node {id} woke {woken} groups in {elapsed} ticks: over 40 per tick");
+    }
+    cluster.stop_all().await;
+}
