@@ -16,6 +16,10 @@ mkdir -p "$dest/src" "$dest/tests"
 rm -rf "$dest/src/raft" "$dest/src/sim" "$dest/tests"
 mkdir -p "$dest/tests"
 cp -r "$repo/src/raft" "$repo/src/sim" "$dest/src/"
+# The simulator's multi-group mode drives whole nodes (runtime, RocksDB):
+# not part of the core-only crate.
+rm -rf "$dest/src/sim/multi"
+sed -i '/^pub mod multi;$/d' "$dest/src/sim/mod.rs"
 cp -r "$repo/tests/common" "$dest/tests/"
 cp "$repo/tests/simulation.rs" "$dest/tests/"
 # The raft_*.rs suites become modules of ONE test binary. Each suite

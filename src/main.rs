@@ -15,6 +15,7 @@ use flotilla::bench::storage::{self as storage_bench, StorageBenchConfig};
 use flotilla::cluster::ClusterConfig;
 use flotilla::node::NodeOptions;
 use flotilla::raft::NodeId;
+use flotilla::sim::multi::{run_multi, MultiConfig};
 use flotilla::sim::{run, SimConfig};
 
 #[derive(Parser)]
@@ -41,6 +42,10 @@ enum Command {
         /// Replay one seed and print every event.
         #[arg(long)]
         seed: Option<u64>,
+        /// Simulate whole nodes with many groups each (the runtime's logic
+        /// over RocksDB in a temp dir) instead of single groups.
+        #[arg(long)]
+        multi: bool,
     },
     /// Measure one layer of a node on this machine (results: BENCHMARKS.md).
     Bench {
@@ -101,6 +106,12 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         proposals: usize,
     },
+    /// Load a running cluster through the client library (puts,
+    /// linearizable gets or a mix from N concurrent requests): ops/s and
+    /// latency percentiles.
+    Kv(flotilla::bench::kv::KvBenchArgs),
+    /// CPU used by running processes (e.g. idle nodes), as % of one core.
+    Idle(flotilla::bench::kv::IdleArgs),
 }
 
 #[derive(clap::Args)]
@@ -145,6 +156,22 @@ fn main() -> Result<std::process::ExitCode> {
                 }
             });
         }
+        Command::Sim { multi: true, seed, seeds, first_seed } => {
+            let range = match seed {
+                Some(seed) => seed..seed + 1,
+                None => first_seed..first_seed + seeds,
+            };
+            let replay = seed.is_some();
+            for seed in range {
+                let mut config = MultiConfig::for_seed(seed);
+                config.verbose = replay;
+                let (nodes, shards) = (config.nodes, config.shards);
+                match run_multi(config) {
+                    Ok(report) => println!("seed {seed:>6}: ok  nodes={nodes} shards={shards} {report:?}"),
+                    Err(failure) => bail!("{failure}"),
+                }
+            }
+        }
         Command::Sim { seed: Some(seed), .. } => {
             let mut config = SimConfig::for_seed(seed);
             config.verbose = true;
@@ -153,7 +180,7 @@ fn main() -> Result<std::process::ExitCode> {
                 Err(failure) => bail!("{failure}"),
             }
         }
-        Command::Sim { seeds, first_seed, seed: None } => simulate(first_seed, seeds)?,
+        Command::Sim { seeds, first_seed, seed: None, .. } => simulate(first_seed, seeds)?,
         Command::Bench {
             bench: Bench::Storage { groups, clients, seconds, warmup, rounds, dir, purge_after, apply_state },
         } => {
@@ -175,6 +202,11 @@ fn main() -> Result<std::process::ExitCode> {
             let report = raft_bench::run(&config, |line| eprintln!("{line}"))?;
             print!("{}", raft_bench::format_report(&report));
         }
+        Command::Bench { bench: Bench::Kv(args) } => {
+            init_logging();
+            tokio_runtime()?.block_on(flotilla::bench::kv::run_cli(args))?;
+        }
+        Command::Bench { bench: Bench::Idle(args) } => flotilla::bench::kv::run_idle_cli(&args)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -98,5 +98,36 @@ fn three_processes_survive_a_kill_9_and_the_restarted_node_serves_everything() {
     for i in 1..=40 {
         assert_eq!(get(&restarted, &format!("key{i}")), Some(format!("val{i}")), "key{i} through node 1");
     }
+
+    // SIGTERM: node 2 stops gracefully (exit status 0) within a few
+    // seconds, and restarts from its data dir without the cluster flags.
+    let mut node2 = servers[1].take().unwrap();
+    let status = Command::new("kill").args(["-TERM", &node2.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = node2.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "node 2 did not stop within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "graceful stop exits 0, got {exit}");
+    let log = std::fs::File::options().append(true).open(dir.path().join("n2.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["server", "--id", "2", "--listen", &format!("127.0.0.1:{}", ports[1])])
+        .arg("--data-dir")
+        .arg(dir.path().join("n2"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    servers[1] = Some(Server(child));
+    let only_two = format!("127.0.0.1:{}", ports[1]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&only_two, "key40").as_deref() != Some("val40") {
+        assert!(Instant::now() < deadline, "node 2 restarted from its data dir alone does not serve");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(servers);
 }

@@ -1,11 +1,14 @@
 //! Benchmarks run by `flotilla bench …`: `storage` (group commit on this
-//! machine's disk) and `raft` (the core's cost per idle group, batching).
+//! machine's disk), `raft` (the core's cost per idle group, batching), `kv`
+//! (a running cluster under load, through the client) and `idle` (the CPU
+//! of running processes).
 //!
 //! Owns: measuring one layer at a time on the local machine and reporting
 //! figures a person records in BENCHMARKS.md. Must not: change what it
 //! measures (it drives the public APIs the node runtime uses, the same way
 //! the runtime does) or assert on timings (tests check only its counts).
 
+pub mod kv;
 pub mod raft;
 pub mod storage;
 

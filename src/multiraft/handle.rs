@@ -38,6 +38,8 @@ pub struct NodeStats {
     pub groups: AtomicU64,
     pub groups_quiesced: AtomicU64,
     pub groups_led: AtomicU64,
+    /// Bytes held by all groups' log tail caches, as of the last sweep.
+    pub cache_bytes: AtomicU64,
 }
 
 #[derive(Clone)]

@@ -17,6 +17,7 @@ pub mod api;
 mod event_loop;
 mod group;
 mod handle;
+mod maintenance;
 mod node;
 mod turn;
 

@@ -7,7 +7,7 @@
 //! storage batch and one message batch per peer. The event loop (the tokio
 //! shell in event_loop.rs) owns the clock, the sockets and the disk writes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,6 +36,11 @@ pub struct RuntimeConfig {
     pub compact_log_entries: u64,
     /// Entries kept below the purge point for slightly lagging followers.
     pub compact_keep_entries: u64,
+    /// How often the purge sweep runs.
+    pub compact_every_ticks: u64,
+    /// All groups' log tail caches together stay under this; past it the
+    /// largest caches are dropped (reads then go to RocksDB).
+    pub cache_budget_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -47,8 +52,20 @@ impl Default for RuntimeConfig {
             max_wakeups_per_tick: 200,
             compact_log_entries: 2_000,
             compact_keep_entries: 200,
+            compact_every_ticks: 64,
+            cache_budget_bytes: 64 << 20,
         }
     }
+}
+
+/// Why a quiesced group is queued to wake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// A follower whose leader's node went down: forget that leader.
+    LeaderDown,
+    /// A leader that must act: a follower returned behind, or it lost its
+    /// quorum.
+    Leader,
 }
 
 /// A snapshot received from a peer, waiting for its group's Ready to
@@ -72,13 +89,19 @@ pub struct Node {
     pub(super) awake: BTreeSet<GroupId>,
     /// Groups that got an input since the last turn (or have work left).
     pub(super) touched: BTreeSet<GroupId>,
+    /// Groups that fell asleep since the last log sweep (which otherwise
+    /// visits only awake groups).
+    pub(super) maintenance_due: BTreeSet<GroupId>,
+    /// New groups this node is the preferred leader of: each campaigns once
+    /// a majority of its replicas' nodes is reachable (a few per tick).
+    pub(super) to_campaign: VecDeque<GroupId>,
     /// Groups with client requests waiting, swept for deadlines each tick.
     pub(super) waiting: BTreeSet<GroupId>,
     /// Peer nodes whose stream is up (node-level liveness for quiescence).
     pub(super) peers_up: BTreeSet<NodeId>,
     /// Quiesced followers whose leader's node went down, woken a few per tick.
-    pub(super) wake_queue: VecDeque<GroupId>,
-    pub(super) incoming_snapshots: HashMap<GroupId, IncomingSnapshot>,
+    pub(super) wake_queue: VecDeque<(GroupId, Wake)>,
+    pub(super) incoming_snapshots: BTreeMap<GroupId, IncomingSnapshot>,
     /// Read contexts are unique per node (the core's contract).
     pub(super) next_read_context: u64,
     pub(super) ticks: u64,
@@ -102,6 +125,9 @@ impl Node {
     ) -> Result<Node, StorageError> {
         let id = view.node_id;
         let mut groups = BTreeMap::new();
+        // A new cluster's groups are led by their preferred replica (spread
+        // evenly by placement) instead of whichever node starts first.
+        let mut to_campaign = Vec::new();
         let mut batch = StorageBatch::new();
         for (shard, replicas) in view.replicas.iter().enumerate() {
             if !replicas.contains(&id) {
@@ -113,6 +139,10 @@ impl Node {
                 Some(storage) => storage,
                 None => {
                     let voters = ConfState::with_voters(replicas.iter().map(|n| n.0));
+                    let ids: Vec<u64> = replicas.iter().map(|n| n.0).collect();
+                    if flotilla_placement::preferred_leader(&ids, shard.0) == id.0 {
+                        to_campaign.push(group);
+                    }
                     GroupStorage::bootstrap(engine.clone(), group, voters, &mut batch)?
                 }
             };
@@ -133,9 +163,11 @@ impl Node {
             awake,
             touched: BTreeSet::new(),
             waiting: BTreeSet::new(),
+            maintenance_due: BTreeSet::new(),
+            to_campaign: to_campaign.into(),
             peers_up: BTreeSet::new(),
             wake_queue: VecDeque::new(),
-            incoming_snapshots: HashMap::new(),
+            incoming_snapshots: BTreeMap::new(),
             next_read_context: 1,
             ticks: 0,
         })
@@ -287,25 +319,50 @@ impl Node {
         }
     }
 
+    /// A peer node's stream is up again. A quiesced leader that went to
+    /// sleep while that node was down did not wait for it to catch up:
+    /// such groups are woken (a few per tick) so the leader brings the
+    /// follower up to date, and a stale leader there learns the new term.
     pub fn on_peer_up(&mut self, node: NodeId) {
         self.peers_up.insert(node);
+        let behind: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.role == Role::Leader && g.raw.is_quiesced())
+            .filter(|(_, g)| {
+                let status = g.raw.status();
+                status.progress.iter().any(|p| p.0 == node && p.1 < status.last_index)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        self.wake_queue.extend(behind.into_iter().map(|id| (id, Wake::Leader)));
     }
 
     /// A peer node's stream broke. Its followers' groups stop streaming to
-    /// it; quiesced groups it led are queued to wake a few per tick, since
-    /// nothing else will wake them (their clocks are stopped).
+    /// it. Quiesced groups it led are queued to wake a few per tick, since
+    /// nothing else will wake them (their clocks are stopped); so are
+    /// quiesced groups this node leads that no longer reach a quorum, so
+    /// that check-quorum steps them down instead of leaving a leader that
+    /// clients keep trying.
     pub fn on_peer_down(&mut self, node: NodeId) {
         self.peers_up.remove(&node);
-        let mut led_by_peer = Vec::new();
+        let mut queued = Vec::new();
         for (&id, group) in self.groups.iter_mut() {
-            if group.role == Role::Leader && self.awake.contains(&id) {
+            let quiesced = group.raw.is_quiesced();
+            if group.role == Role::Leader && !quiesced {
                 group.raw.report_unreachable(node);
-            } else if group.leader == Some(node) && group.raw.is_quiesced() {
-                led_by_peer.push(id);
+            } else if group.role == Role::Leader {
+                let voters = group.raw.status().conf_state.voters;
+                let live = voters.iter().filter(|v| **v == self.id || self.peers_up.contains(v)).count();
+                if voters.contains(&node) && live <= voters.len() / 2 {
+                    queued.push((id, Wake::Leader));
+                }
+            } else if group.leader == Some(node) && quiesced {
+                queued.push((id, Wake::LeaderDown));
             }
         }
-        tracing::info!(node = %self.id, peer = %node, queued = led_by_peer.len(), "peer down");
-        self.wake_queue.extend(led_by_peer);
+        tracing::info!(node = %self.id, peer = %node, queued = queued.len(), "peer down");
+        self.wake_queue.extend(queued);
     }
 
     /// One clock tick: ticks the awake groups, wakes a few queued ones,
@@ -314,13 +371,20 @@ impl Node {
         self.ticks += 1;
         self.stats.ticks.store(self.ticks, std::sync::atomic::Ordering::Relaxed);
         for _ in 0..self.config.max_wakeups_per_tick {
-            let Some(id) = self.wake_queue.pop_front() else { break };
-            if let Some(group) = self.groups.get_mut(&id) {
-                group.raw.forget_leader();
-                self.stats.wakeups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.after_input(id);
+            let Some((id, wake)) = self.wake_queue.pop_front() else { break };
+            let Some(group) = self.groups.get_mut(&id) else { continue };
+            if !group.raw.is_quiesced() {
+                continue; // Something else woke it meanwhile.
             }
+            match wake {
+                Wake::LeaderDown => group.raw.forget_leader(),
+                // Any tick wakes a group; the leader then heartbeats.
+                Wake::Leader => group.raw.tick(),
+            }
+            self.stats.wakeups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.after_input(id);
         }
+        self.campaign_preferred();
         let awake: Vec<GroupId> = self.awake.iter().copied().collect();
         for id in awake {
             self.tick_group(id);
@@ -333,8 +397,34 @@ impl Node {
                 self.waiting.remove(&id);
             }
         }
-        if self.ticks % 64 == 0 {
-            self.compact_logs();
+        if self.ticks % self.config.compact_every_ticks.max(1) == 0 {
+            self.maintain_logs();
+        }
+    }
+
+    /// Starts the elections of new groups this node should lead, once
+    /// their majority is reachable; a group that found a leader meanwhile
+    /// is left alone.
+    fn campaign_preferred(&mut self) {
+        // Not rate-limited like wake-ups: this happens once, when a new
+        // cluster starts, and a campaign is one small message per peer.
+        loop {
+            let Some(&id) = self.to_campaign.front() else { return };
+            let Some(group) = self.groups.get(&id) else {
+                self.to_campaign.pop_front();
+                continue;
+            };
+            let replicas = &self.view.replicas[group.shard.0 as usize];
+            let live = replicas.iter().filter(|n| **n == self.id || self.peers_up.contains(n)).count();
+            if live <= replicas.len() / 2 {
+                return; // Not yet: try again next tick.
+            }
+            self.to_campaign.pop_front();
+            let group = self.groups.get_mut(&id).expect("checked above");
+            if group.leader.is_none() && group.failure.is_none() {
+                group.raw.campaign();
+                self.after_input(id);
+            }
         }
     }
 
@@ -358,7 +448,10 @@ impl Node {
     pub(super) fn after_input(&mut self, id: GroupId) {
         let Some(group) = self.groups.get(&id) else { return };
         if group.raw.is_quiesced() {
-            self.awake.remove(&id);
+            if self.awake.remove(&id) {
+                // Gone to sleep: the next sweep trims it one last time.
+                self.maintenance_due.insert(id);
+            }
         } else {
             self.awake.insert(id);
         }
@@ -383,48 +476,20 @@ impl Node {
         for group in self.groups.values_mut() {
             group.fail_all(RequestError::ShuttingDown);
         }
-        for (_, incoming) in self.incoming_snapshots.drain() {
+        for (_, incoming) in std::mem::take(&mut self.incoming_snapshots) {
             let _ = incoming.done.send(Err("the node is shutting down".into()));
         }
     }
 
-    /// Purges logs that grew past the threshold. The leader keeps what a
-    /// live follower still needs unless the log is far over the threshold
-    /// (a follower that far behind, or down, catches up by snapshot).
-    fn compact_logs(&mut self) {
-        let mut batch = StorageBatch::new();
-        let (threshold, keep) = (self.config.compact_log_entries, self.config.compact_keep_entries);
-        for group in self.groups.values_mut() {
-            if group.failure.is_some() {
-                continue;
-            }
-            let storage = group.raw.store();
-            let (applied, first) = (storage.applied().index, storage.truncated().index);
-            if applied.0.saturating_sub(first.0) < threshold {
-                continue;
-            }
-            let mut target = applied.0.saturating_sub(keep);
-            if group.role == Role::Leader {
-                let status = group.raw.status();
-                // A follower whose node is down does not hold the log back:
-                // it catches up by snapshot when it returns.
-                let live = |node: &NodeId| *node != self.id && self.peers_up.contains(node);
-                let slowest = status.progress.iter().filter(|p| live(&p.0)).map(|p| p.1 .0).min();
-                if let Some(slowest) = slowest {
-                    if applied.0.saturating_sub(slowest) < 4 * threshold {
-                        target = target.min(slowest);
-                    }
-                }
-            }
-            if target > first.0 {
-                if let Err(error) = group.raw.store_mut().stage_purge(&mut batch, crate::raft::LogIndex(target)) {
-                    tracing::warn!(group = %group.id, "log purge skipped: {error}");
-                }
-            }
-        }
-        if let Err(error) = self.engine.commit(batch) {
-            tracing::error!(node = %self.id, "log purge failed: {error}");
-        }
+    /// Every group's Raft status, as the core sees it now (not as of the
+    /// last Ready): for the simulator's checks and, later, admin status.
+    pub fn group_statuses(&self) -> Vec<(GroupId, crate::raft::Status)> {
+        self.groups.iter().map(|(id, group)| (*id, group.raw.status())).collect()
+    }
+
+    /// The engine this node writes to (tests and the simulator read it).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Checks the invariants the tests rely on, for every group.
@@ -433,7 +498,8 @@ impl Node {
             group.raw.check_invariants().map_err(|e| format!("group {id}: {e}"))?;
             group.raw.store().check_invariants().map_err(|e| format!("group {id}: {e}"))?;
             if group.raw.is_quiesced() == self.awake.contains(id) && group.failure.is_none() {
-                return Err(format!("group {id}: awake set disagrees with quiescence"));
+                let (quiesced, awake) = (group.raw.is_quiesced(), self.awake.contains(id));
+                return Err(format!("group {id}: quiesced is {quiesced} but awake is {awake}"));
             }
         }
         Ok(())

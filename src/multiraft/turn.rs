@@ -57,7 +57,12 @@ impl Node {
         for id in std::mem::take(&mut self.touched) {
             self.submit_requests(id, &mut turn);
             let Some(group) = self.groups.get_mut(&id) else { continue };
-            if group.failure.is_some() || !group.raw.has_ready() {
+            if group.failure.is_some() {
+                continue;
+            }
+            if !group.raw.has_ready() {
+                // A request may have woken it without giving it work.
+                self.after_input(id);
                 continue;
             }
             let ready = group.raw.ready();
@@ -248,7 +253,7 @@ impl Node {
         // Inputs come only between turns, so a snapshot that arrived before
         // this turn and was not installed by it was refused by the core
         // (stale, or a configuration without this node).
-        for (_, incoming) in self.incoming_snapshots.drain() {
+        for (_, incoming) in std::mem::take(&mut self.incoming_snapshots) {
             let _ = incoming.done.send(Err("the replica did not accept the snapshot".into()));
         }
         late

@@ -24,7 +24,8 @@ use crate::proto::{
 pub struct KvService {
     node: NodeHandle,
     config: ServerConfig,
-    forwarder: Forwarder,
+    /// Shared with a scan's per-shard tasks.
+    forwarder: std::sync::Arc<Forwarder>,
 }
 
 /// Where a single-key request ended up.
@@ -37,7 +38,7 @@ enum Routed {
 
 impl KvService {
     pub fn new(node: NodeHandle, config: ServerConfig) -> KvService {
-        KvService { node, config, forwarder: Forwarder::default() }
+        KvService { node, config, forwarder: std::sync::Arc::new(Forwarder::default()) }
     }
 
     fn status(&self, failure: Failure) -> Status {
@@ -45,8 +46,10 @@ impl KvService {
     }
 
     /// A successful answer. `served_by_leader`: only the shard's leader can
-    /// have served it (a write or a linearizable read), so this node's
-    /// address is a leader hint worth caching.
+    /// have served it (a write), so this node's address is a leader hint
+    /// worth caching. Not a read: a follower serves a linearizable read
+    /// itself (ReadIndex through the leader), and naming it would send the
+    /// client's next writes of the shard to a follower.
     fn reply<T>(&self, body: T, served_by_leader: bool) -> Response<T> {
         let own = if served_by_leader { self.node.address_of(self.node.node_id()) } else { None };
         let mut response = Response::new(body);
@@ -126,7 +129,7 @@ impl Kv for KvService {
             }
         };
         let response = get_response(shard, outcome).map_err(|f| self.status(f))?;
-        Ok(self.reply(response, linearizable))
+        Ok(self.reply(response, false))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
@@ -190,6 +193,7 @@ impl Kv for KvService {
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let call = self.call_context(&request);
+        let request_shard = request.metadata().get(super::SHARD_HEADER).cloned();
         let body = request.into_inner();
         check_length("prefix", &body.prefix, self.config.max_key_bytes)
             .and_then(|()| check_length("start_after", &body.start_after, self.config.max_key_bytes))
@@ -198,7 +202,14 @@ impl Kv for KvService {
         let Some(range) = ScanRange::new(&body.prefix, &body.start_after) else {
             return Ok(self.reply(ScanResponse { items: Vec::new(), more: false }, false));
         };
-        let pages = scan::gather(&self.node, &range, limit, &call).await.map_err(|f| self.status(f))?;
+        if let Some(shard) = scan::shard_scope(request_shard.as_ref(), self.node.shard_count()) {
+            let shard = shard.map_err(|f| self.status(f))?;
+            let page = scan::local_page(&self.node, shard, &range, limit, &call).await.map_err(|f| self.status(f))?;
+            let items = page.pairs.into_iter().map(|(key, value)| crate::proto::KeyValue { key, value }).collect();
+            return Ok(self.reply(ScanResponse { items, more: page.full }, false));
+        }
+        let request = scan::Request { prefix: &body.prefix, start_after: &body.start_after, range: &range, limit };
+        let pages = scan::gather(&self.node, &self.forwarder, &request, &call).await.map_err(|f| self.status(f))?;
         let page = scan::merge(pages, limit, self.config.scan_max_bytes);
         Ok(self.reply(ScanResponse { items: page.items, more: page.more }, false))
     }

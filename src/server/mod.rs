@@ -36,6 +36,9 @@ pub const LEADER_HEADER: &str = "flotilla-leader";
 /// Response (and error) metadata: the number of shards in the ring, so a
 /// client can map keys to shards exactly as the nodes do.
 pub const SHARDS_HEADER: &str = "flotilla-shards";
+/// On a forwarded `Scan`: read only this shard here (a node asks another
+/// for the shards it holds no replica of).
+pub const SHARD_HEADER: &str = "flotilla-shard";
 
 /// Limits and defaults of the client-facing services.
 #[derive(Clone, Debug, PartialEq, Eq)]

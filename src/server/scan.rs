@@ -9,13 +9,19 @@
 //! send can belong in the page. `more` is then set, and the next page
 //! starts after the last key sent.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::task::JoinSet;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
 
+use super::forward::{Forwarder, Kind};
 use super::status::{CallContext, Failure};
+use super::SHARD_HEADER;
 use crate::multiraft::{NodeHandle, Operation, Outcome, RequestError, ShardId};
-use crate::proto::KeyValue;
+use crate::proto::kv_client::KvClient;
+use crate::proto::{KeyValue, ScanRequest};
 
 /// The key range of one page: `start <= key < end` (`end` empty: no end).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,36 +120,76 @@ pub(super) fn merge(pages: Vec<ShardPage>, limit: usize, max_bytes: usize) -> Pa
     Page { items, more: cut || any_full }
 }
 
-/// Reads one page from every shard concurrently.
-///
-/// Every shard must be readable here: this node must host it and (reads
-/// being linearizable) lead it. With three nodes or fewer every node hosts
-/// every shard, but it leads only some of them; a shard it does not host or
-/// lead fails the page with UNAVAILABLE naming the shard. Serving those
-/// shards needs a per-shard scan RPC between nodes (the leader of each shard
-/// answering its part), which the client API does not have yet.
-pub(super) async fn gather(
+/// One page request, as the client sent it and as this node reads it.
+pub(super) struct Request<'a> {
+    pub prefix: &'a [u8],
+    pub start_after: &'a [u8],
+    pub range: &'a ScanRange,
+    pub limit: usize,
+}
+
+/// The shard a forwarded scan is scoped to (`flotilla-shard`), if any:
+/// `Some(Err)` for a value that is not a shard of this cluster.
+pub(super) fn shard_scope(value: Option<&MetadataValue<Ascii>>, shard_count: u32) -> Option<Result<ShardId, Failure>> {
+    let value = value?;
+    let parsed = value.to_str().ok().and_then(|text| text.parse::<u32>().ok()).filter(|&shard| shard < shard_count);
+    Some(parsed.map(ShardId).ok_or_else(|| {
+        Failure::invalid(format!("{SHARD_HEADER} {value:?} is not a shard of this cluster (0..{shard_count})"))
+    }))
+}
+
+/// One shard's page, read from this node's replica (linearizably: a
+/// follower asks the leader for a read index).
+pub(super) async fn local_page(
     node: &NodeHandle,
+    shard: ShardId,
     range: &ScanRange,
     limit: usize,
     call: &CallContext,
+) -> Result<ShardPage, Failure> {
+    if !node.hosts(shard) {
+        let message = format!("node {} does not host shard {}", node.node_id(), shard.0);
+        return Err(Failure::unavailable(message));
+    }
+    let operation = Operation::Scan { start: range.start.clone(), end: range.end.clone(), limit, linearizable: true };
+    let answer = tokio::time::timeout_at(call.hard_deadline.into(), node.call(shard, operation, call.deadline)).await;
+    let answer = answer.map_err(|_elapsed| Failure::timed_out(false))?;
+    shard_page(shard, answer, limit, call)
+}
+
+/// Reads one page from every shard concurrently: from this node's replica
+/// where it holds one, else from a node that does (a scan forwarded once,
+/// scoped to that shard by `flotilla-shard`).
+pub(super) async fn gather(
+    node: &NodeHandle,
+    forwarder: &Arc<Forwarder>,
+    request: &Request<'_>,
+    call: &CallContext,
 ) -> Result<Vec<ShardPage>, Failure> {
     let shard_count = node.shard_count();
-    if let Some(shard) = (0..shard_count).map(ShardId).find(|&shard| !node.hosts(shard)) {
-        return Err(Failure::unavailable(format!(
-            "node {} does not host shard {}, which a scan must read; scans are served only by nodes that \
-             host every shard",
-            node.node_id(),
-            shard.0
-        )));
-    }
     let mut reads = JoinSet::new();
     for shard in (0..shard_count).map(ShardId) {
-        let node = node.clone();
-        let operation =
-            Operation::Scan { start: range.start.clone(), end: range.end.clone(), limit, linearizable: true };
-        let deadline = call.deadline;
-        reads.spawn(async move { (shard, node.call(shard, operation, deadline).await) });
+        let (node, call, range, limit) = (node.clone(), call.clone(), request.range.clone(), request.limit);
+        if node.hosts(shard) {
+            reads.spawn(async move { local_page(&node, shard, &range, limit, &call).await });
+            continue;
+        }
+        if call.forwarded {
+            let message =
+                format!("node {} does not host shard {}; the scan was already forwarded once", node.node_id(), shard.0);
+            return Err(Failure::unavailable(message));
+        }
+        let candidates: Vec<&str> = node.replicas(shard).iter().filter_map(|&n| node.address_of(n)).collect();
+        let Some(address) = forwarder.pick(&candidates).map(str::to_owned) else {
+            return Err(Failure::unavailable(format!("no node is known to hold shard {}", shard.0)));
+        };
+        let body = ScanRequest {
+            prefix: request.prefix.to_vec(),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
+            start_after: request.start_after.to_vec(),
+        };
+        let forwarder = forwarder.clone();
+        reads.spawn(async move { remote_page(&forwarder, &address, shard, body, &call, shard_count).await });
     }
     let mut pages = Vec::with_capacity(shard_count as usize);
     loop {
@@ -152,10 +198,29 @@ pub(super) async fn gather(
             Ok(None) => return Ok(pages),
             Ok(Some(joined)) => joined,
         };
-        let (shard, answer) =
-            joined.map_err(|error| Failure::internal(format!("a shard read task failed: {error}")))?;
-        pages.push(shard_page(shard, answer, limit, call)?);
+        pages.push(joined.map_err(|error| Failure::internal(format!("a shard read task failed: {error}")))??);
     }
+}
+
+/// One shard's page from the node at `address`.
+async fn remote_page(
+    forwarder: &Forwarder,
+    address: &str,
+    shard: ShardId,
+    body: ScanRequest,
+    call: &CallContext,
+    shard_count: u32,
+) -> Result<ShardPage, Failure> {
+    let scope = MetadataValue::try_from(shard.0.to_string()).map_err(|e| Failure::internal(e.to_string()))?;
+    let send = |mut client: KvClient<Channel>, mut request: tonic::Request<ScanRequest>| async move {
+        request.metadata_mut().insert(SHARD_HEADER, scope);
+        client.scan(request).await
+    };
+    let response = forwarder.forward(address, body, call, Kind::Read, shard_count, send).await;
+    let response =
+        response.map_err(|f| Failure { message: format!("scan of shard {}: {}", shard.0, f.message), ..f })?;
+    let page = response.into_inner();
+    Ok(ShardPage { pairs: page.items.into_iter().map(|item| (item.key, item.value)).collect(), full: page.more })
 }
 
 fn shard_page(

@@ -10,10 +10,13 @@
 //! Raft's safety properties, run after every step.
 //!
 //! **Must not:** use real time, threads, I/O or any randomness but the run's
-//! seed: the same seed replays the same run exactly.
+//! seed: the same seed replays the same run exactly. (The multi-group mode,
+//! `multi`, drives whole nodes and uses a RocksDB engine per node in a temp
+//! dir as their disk; see there why that keeps runs replayable.)
 
 mod checker;
 mod cluster;
+pub mod multi;
 mod node;
 mod quiesce;
 mod rng;
