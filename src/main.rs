@@ -111,7 +111,7 @@ enum Bench {
     /// latency percentiles.
     Kv(flotilla::bench::kv::KvBenchArgs),
     /// CPU used by running processes (e.g. idle nodes), as % of one core.
-    Idle(flotilla::bench::kv::IdleArgs),
+    Idle(flotilla::bench::idle::IdleArgs),
 }
 
 #[derive(clap::Args)]
@@ -206,7 +206,7 @@ fn main() -> Result<std::process::ExitCode> {
             init_logging();
             tokio_runtime()?.block_on(flotilla::bench::kv::run_cli(args))?;
         }
-        Command::Bench { bench: Bench::Idle(args) } => flotilla::bench::kv::run_idle_cli(&args)?,
+        Command::Bench { bench: Bench::Idle(args) } => flotilla::bench::idle::run_idle_cli(&args)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

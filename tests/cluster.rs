@@ -361,3 +361,26 @@ async fn tail_caches_keep_no_memory_after_a_burst() {
     .await;
     cluster.stop_all().await;
 }
+
+/// Leadership follows placement's preferred replicas: a node that was down
+/// gets its share of leaders back once it returns (even for groups that
+/// fell asleep under another leader meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_node_gets_its_preferred_leaderships_back() {
+    const SHARDS: u64 = 30;
+    let runtime = RuntimeConfig { compact_every_ticks: 5, ..RuntimeConfig::default() };
+    let mut cluster = TestCluster::start(3, SHARDS as u32, runtime).await;
+    let led = |c: &TestCluster, id: NodeId| c.nodes.get(&id).map_or(0, |n| stat(n, |s| &s.groups_led));
+    let balanced = |c: &TestCluster| [NodeId(1), NodeId(2), NodeId(3)].iter().all(|id| led(c, *id) == SHARDS / 3);
+    eventually(Duration::from_secs(30), "each node leads its preferred third", || balanced(&cluster)).await;
+    cluster.stop_node(NodeId(3)).await;
+    eventually(Duration::from_secs(30), "nodes 1 and 2 lead everything", || {
+        led(&cluster, NodeId(1)) + led(&cluster, NodeId(2)) == SHARDS
+    })
+    .await;
+    // Let the groups fall asleep under their stand-in leaders.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.restart_node(NodeId(3)).await;
+    eventually(Duration::from_secs(30), "node 3 leads its preferred third again", || balanced(&cluster)).await;
+    cluster.stop_all().await;
+}

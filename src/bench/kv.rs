@@ -26,14 +26,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::idle::{clock_ticks_per_second, cpu_percent, parse_stat};
 use super::{BenchError, Result};
 use crate::client::{Client, ClientError, ClientOptions};
 
+/// A call this slow (1 s) is counted as a stall.
+const SLOW_MICROS: u32 = 1_000_000;
 /// Requests in flight while the keys are written before a read workload.
 const PRELOAD_CONCURRENCY: usize = 256;
 
@@ -100,23 +102,6 @@ pub struct KvBenchArgs {
     /// with an answer or the client's own error.
     #[arg(long, default_value_t = 35.0)]
     pub drain: f64,
-    /// Print one JSON object instead of the table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// The flags of `flotilla bench idle`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct IdleArgs {
-    /// Process ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub pids: Vec<u32>,
-    /// The sampling window.
-    #[arg(long, default_value_t = 30.0)]
-    pub seconds: f64,
-    /// Also break each process's CPU down by thread name.
-    #[arg(long)]
-    pub threads: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -199,6 +184,9 @@ pub struct OpStats {
     pub p99_us: u32,
     pub p999_us: u32,
     pub max_us: u32,
+    /// Calls that took a second or more (stalls: a healthy call takes
+    /// milliseconds).
+    pub slow: u64,
 }
 
 impl OpStats {
@@ -216,6 +204,7 @@ impl OpStats {
             p99_us: percentile(&latencies, 99.0).unwrap_or(0),
             p999_us: percentile(&latencies, 99.9).unwrap_or(0),
             max_us: latencies.last().copied().unwrap_or(0),
+            slow: latencies.iter().filter(|&&l| l >= SLOW_MICROS).count() as u64,
         }
     }
 }
@@ -265,6 +254,9 @@ pub struct KvBenchReport {
     /// When the earliest and the latest of them started, after the start
     /// of the warm-up.
     pub abandoned_started: Option<(Duration, Duration)>,
+    /// Calls (warm-up included) that took a second or more, or were
+    /// abandoned, by the second (after the warm-up began) they started in.
+    pub stalls_by_start_second: BTreeMap<u64, u64>,
     /// Keys written first, the failures among them, and how long it took.
     pub preload: Option<(u64, u64, Duration)>,
     /// Calls started in the window, whatever their outcome, per second.
@@ -348,6 +340,7 @@ struct TaskResult {
     not_found: u64,
     /// When each abandoned call started, after the start of the warm-up.
     abandoned_started: Vec<Duration>,
+    stalls_by_start_second: BTreeMap<u64, u64>,
     completed_in_window: u64,
 }
 
@@ -397,6 +390,9 @@ async fn worker(client: Client, task: usize, plan: Arc<Plan>, live: Arc<Live>) -
         let in_window = started >= plan.measure_from && started < plan.end;
         let micros = u32::try_from(finished.duration_since(started).as_micros()).unwrap_or(u32::MAX);
         live.completed.fetch_add(1, Ordering::Relaxed);
+        if micros >= SLOW_MICROS || matches!(outcome, Outcome::Abandoned) {
+            *result.stalls_by_start_second.entry(started.duration_since(plan.start).as_secs()).or_default() += 1;
+        }
         match outcome {
             Outcome::Abandoned => {
                 result.abandoned_started.push(started.duration_since(plan.start));
@@ -554,6 +550,9 @@ pub async fn run(config: &KvBenchConfig, progress: &(dyn Fn(&str) + Sync)) -> Re
         }
         merged.not_found += result.not_found;
         merged.abandoned_started.extend(result.abandoned_started);
+        for (second, count) in result.stalls_by_start_second {
+            *merged.stalls_by_start_second.entry(second).or_default() += count;
+        }
         merged.completed_in_window += result.completed_in_window;
     }
     let mut ops = Vec::new();
@@ -577,6 +576,7 @@ pub async fn run(config: &KvBenchConfig, progress: &(dyn Fn(&str) + Sync)) -> Re
             .min()
             .copied()
             .zip(merged.abandoned_started.iter().max().copied()),
+        stalls_by_start_second: merged.stalls_by_start_second,
         preload: preload_result,
         completed_per_second: merged.completed_in_window as f64 / window.as_secs_f64(),
         own_cpu_percent: own_cpu.await.ok().flatten(),
@@ -615,13 +615,13 @@ pub fn format_report(report: &KvBenchReport) -> String {
     }
     let _ = writeln!(
         out,
-        "{:>4} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "op", "count", "ops/s", "mean ms", "p50 ms", "p99 ms", "p999 ms", "max ms"
+        "{:>4} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6}",
+        "op", "count", "ops/s", "mean ms", "p50 ms", "p99 ms", "p999 ms", "max ms", ">=1s"
     );
     for op in &report.ops {
         let _ = writeln!(
             out,
-            "{:>4} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            "{:>4} {:>9} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>6}",
             op.op.name(),
             op.count,
             op.per_second,
@@ -629,7 +629,8 @@ pub fn format_report(report: &KvBenchReport) -> String {
             ms(op.p50_us),
             ms(op.p99_us),
             ms(op.p999_us),
-            ms(op.max_us)
+            ms(op.max_us),
+            op.slow
         );
     }
     if report.ops.len() > 1 {
@@ -663,11 +664,21 @@ pub fn format_report(report: &KvBenchReport) -> String {
         }
         let _ = writeln!(out);
     }
+    if !report.stalls_by_start_second.is_empty() {
+        let total: u64 = report.stalls_by_start_second.values().sum();
+        let seconds: Vec<String> =
+            report.stalls_by_start_second.iter().map(|(second, count)| format!("{second} s: {count}")).collect();
+        let _ = writeln!(
+            out,
+            "calls that took 1 s or more (warm-up included): {total}; by the second they started in after the warm-up began: {}",
+            seconds.join(", ")
+        );
+    }
     out
 }
 
 /// A JSON string literal.
-fn json_string(text: &str) -> String {
+pub(super) fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('"');
     for ch in text.chars() {
@@ -693,7 +704,7 @@ fn json_counts(counts: &BTreeMap<String, u64>) -> String {
 }
 
 /// A finite number as JSON (NaN and infinities become null).
-fn json_number(value: f64) -> String {
+pub(super) fn json_number(value: f64) -> String {
     if value.is_finite() {
         format!("{value:.3}")
     } else {
@@ -708,7 +719,7 @@ pub fn format_json(report: &KvBenchReport) -> String {
         .iter()
         .map(|op| {
             format!(
-                "{}:{{\"count\":{},\"ops_per_sec\":{},\"mean_us\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+                "{}:{{\"count\":{},\"ops_per_sec\":{},\"mean_us\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"slow_1s\":{}}}",
                 json_string(op.op.name()),
                 op.count,
                 json_number(op.per_second),
@@ -716,7 +727,8 @@ pub fn format_json(report: &KvBenchReport) -> String {
                 op.p50_us,
                 op.p99_us,
                 op.p999_us,
-                op.max_us
+                op.max_us,
+                op.slow
             )
         })
         .collect();
@@ -730,7 +742,8 @@ pub fn format_json(report: &KvBenchReport) -> String {
     format!(
         "{{\"workload\":{},\"concurrency\":{},\"connections\":{},\"value_size\":{},\"keys\":{},\"read_ratio\":{},\
          \"seconds\":{},\"warmup\":{},\"endpoints\":[{}],\"ops_per_sec\":{},\"ops\":{{{}}},\"errors\":{},\
-         \"warmup_errors\":{},\"not_found\":{},\"abandoned\":{},\"preload\":{},\"load_tool_cpu_percent\":{}}}",
+         \"warmup_errors\":{},\"not_found\":{},\"abandoned\":{},\"preload\":{},\"load_tool_cpu_percent\":{},\
+         \"stalls_by_start_second\":{}}}",
         json_string(c.workload.name()),
         c.concurrency,
         c.connections,
@@ -747,7 +760,8 @@ pub fn format_json(report: &KvBenchReport) -> String {
         report.not_found,
         report.abandoned,
         preload,
-        report.own_cpu_percent.map_or_else(|| "null".to_owned(), json_number)
+        report.own_cpu_percent.map_or_else(|| "null".to_owned(), json_number),
+        json_counts(&report.stalls_by_start_second.iter().map(|(s, n)| (s.to_string(), *n)).collect())
     )
 }
 
@@ -763,206 +777,6 @@ pub async fn run_cli(args: KvBenchArgs) -> Result<()> {
     Ok(())
 }
 
-// ---------------------------------------------------------------- idle CPU
-
-/// Linux's clock tick rate where `getconf` cannot tell.
-pub const DEFAULT_CLK_TCK: u64 = 100;
-
-/// `getconf CLK_TCK`, or [`DEFAULT_CLK_TCK`] when that fails.
-pub fn clock_ticks_per_second() -> (u64, bool) {
-    let output = std::process::Command::new("getconf").arg("CLK_TCK").output();
-    match output.ok().filter(|o| o.status.success()).and_then(|o| String::from_utf8(o.stdout).ok()) {
-        Some(text) => match text.trim().parse::<u64>() {
-            Ok(ticks) if ticks > 0 => (ticks, true),
-            _ => (DEFAULT_CLK_TCK, false),
-        },
-        None => (DEFAULT_CLK_TCK, false),
-    }
-}
-
-/// The name and `utime + stime` (in clock ticks) from the text of a
-/// `/proc/PID/stat` or `/proc/PID/task/TID/stat` file. The name is in
-/// parentheses and may itself contain spaces and parentheses, so the
-/// fields are counted from the last `)`.
-pub fn parse_stat(stat: &str) -> Option<(String, u64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let name = stat.get(open + 1..close)?.to_owned();
-    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    // After the name: state is field 3 of the man page (index 0 here),
-    // utime field 14 (index 11), stime field 15 (index 12).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((name, utime + stime))
-}
-
-/// CPU time as a percentage of one core over `wall`.
-pub fn cpu_percent(ticks: u64, ticks_per_second: u64, wall: Duration) -> f64 {
-    let wall = wall.as_secs_f64();
-    if wall <= 0.0 || ticks_per_second == 0 {
-        return 0.0;
-    }
-    ticks as f64 / ticks_per_second as f64 / wall * 100.0
-}
-
-/// A thread name with its trailing digits and separators dropped, so that
-/// e.g. RocksDB's or tokio's numbered workers add up under one name.
-pub fn thread_family(name: &str) -> String {
-    let trimmed = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-' || c == '_' || c == ':');
-    if trimmed.is_empty() {
-        name.to_owned()
-    } else {
-        trimmed.to_owned()
-    }
-}
-
-/// One sample of a process: its total ticks and each thread's.
-#[derive(Clone, Debug, Default)]
-pub struct ProcessSample {
-    pub name: String,
-    pub ticks: u64,
-    /// thread id -> (name, ticks)
-    pub threads: BTreeMap<u32, (String, u64)>,
-}
-
-fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(BenchError::io(path))
-}
-
-pub fn sample_process(pid: u32, threads: bool) -> Result<ProcessSample> {
-    let path = format!("/proc/{pid}/stat");
-    let text = read_to_string(Path::new(&path))?;
-    let (name, ticks) =
-        parse_stat(&text).ok_or_else(|| BenchError::Config(format!("{path}: cannot parse {text:?}")))?;
-    let mut sample = ProcessSample { name, ticks, threads: BTreeMap::new() };
-    if threads {
-        let dir = format!("/proc/{pid}/task");
-        let entries = std::fs::read_dir(&dir).map_err(BenchError::io(Path::new(&dir)))?;
-        for entry in entries.flatten() {
-            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
-            // A thread may exit between the listing and the read.
-            if let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) {
-                if let Some(parsed) = parse_stat(&text) {
-                    sample.threads.insert(tid, parsed);
-                }
-            }
-        }
-    }
-    Ok(sample)
-}
-
-/// CPU of one process over the window.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProcessCpu {
-    pub pid: u32,
-    pub name: String,
-    pub percent: f64,
-    /// By thread family, largest first (only with --threads).
-    pub threads: Vec<(String, usize, f64)>,
-}
-
-/// The CPU between two samples of one process.
-pub fn process_cpu(
-    pid: u32,
-    before: &ProcessSample,
-    after: &ProcessSample,
-    ticks_per_second: u64,
-    wall: Duration,
-) -> ProcessCpu {
-    let mut families: BTreeMap<String, (usize, u64)> = BTreeMap::new();
-    for (tid, (name, ticks)) in &after.threads {
-        // A thread born during the window started at zero.
-        let start = before.threads.get(tid).map_or(0, |(_, ticks)| *ticks);
-        let family = families.entry(thread_family(name)).or_default();
-        family.0 += 1;
-        family.1 += ticks.saturating_sub(start);
-    }
-    let mut threads: Vec<(String, usize, f64)> = families
-        .into_iter()
-        .map(|(name, (count, ticks))| (name, count, cpu_percent(ticks, ticks_per_second, wall)))
-        .collect();
-    threads.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    ProcessCpu {
-        pid,
-        name: after.name.clone(),
-        percent: cpu_percent(after.ticks.saturating_sub(before.ticks), ticks_per_second, wall),
-        threads,
-    }
-}
-
-/// `flotilla bench idle`: sample, wait, sample, print.
-pub fn run_idle_cli(args: &IdleArgs) -> Result<()> {
-    let window = Duration::try_from_secs_f64(args.seconds)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| BenchError::Config(format!("--seconds {}: must be a positive number", args.seconds)))?;
-    let (ticks_per_second, from_getconf) = clock_ticks_per_second();
-    let before: Vec<ProcessSample> =
-        args.pids.iter().map(|&pid| sample_process(pid, args.threads)).collect::<Result<_>>()?;
-    let started = Instant::now();
-    eprintln!(
-        "sampling {} process(es) for {:.1} s (CLK_TCK {ticks_per_second}{}) ...",
-        args.pids.len(),
-        window.as_secs_f64(),
-        if from_getconf { "" } else { ", assumed: getconf failed" }
-    );
-    std::thread::sleep(window);
-    let after: Vec<ProcessSample> =
-        args.pids.iter().map(|&pid| sample_process(pid, args.threads)).collect::<Result<_>>()?;
-    let wall = started.elapsed();
-    let results: Vec<ProcessCpu> = args
-        .pids
-        .iter()
-        .zip(before.iter().zip(&after))
-        .map(|(&pid, (b, a))| process_cpu(pid, b, a, ticks_per_second, wall))
-        .collect();
-    if args.json {
-        let items: Vec<String> = results
-            .iter()
-            .map(|r| {
-                let threads: Vec<String> = r
-                    .threads
-                    .iter()
-                    .map(|(name, count, percent)| {
-                        format!(
-                            "{{\"name\":{},\"threads\":{count},\"percent\":{}}}",
-                            json_string(name),
-                            json_number(*percent)
-                        )
-                    })
-                    .collect();
-                format!(
-                    "{{\"pid\":{},\"name\":{},\"percent_of_one_core\":{},\"threads\":[{}]}}",
-                    r.pid,
-                    json_string(&r.name),
-                    json_number(r.percent),
-                    threads.join(",")
-                )
-            })
-            .collect();
-        println!(
-            "{{\"seconds\":{},\"clk_tck\":{ticks_per_second},\"processes\":[{}]}}",
-            json_number(wall.as_secs_f64()),
-            items.join(",")
-        );
-        return Ok(());
-    }
-    println!(
-        "CPU over {:.1} s, % of one core (CLK_TCK {ticks_per_second}, resolution {:.3}%):",
-        wall.as_secs_f64(),
-        cpu_percent(1, ticks_per_second, wall)
-    );
-    for r in &results {
-        println!("{:>8} {:<16} {:>7.2}%", r.pid, r.name, r.percent);
-        for (name, count, percent) in &r.threads {
-            if *percent > 0.0 {
-                println!("{:>8}   {:<22} {:>7.2}%  ({count} thread(s))", "", name, percent);
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -973,12 +787,6 @@ mod tests {
     struct KvCli {
         #[command(flatten)]
         args: KvBenchArgs,
-    }
-
-    #[derive(Parser)]
-    struct IdleCli {
-        #[command(flatten)]
-        args: IdleArgs,
     }
 
     fn kv(args: &[&str]) -> std::result::Result<KvBenchArgs, clap::Error> {
@@ -1011,6 +819,9 @@ mod tests {
         assert_eq!(stats.per_second, 2.0);
         assert_eq!(stats.mean_us, 250.0);
         assert_eq!((stats.p50_us, stats.p99_us, stats.p999_us, stats.max_us), (200, 400, 400, 400));
+        assert_eq!(stats.slow, 0);
+        let stalled = OpStats::from_latencies(Op::Get, vec![999_999, 1_000_000, 10_000_000], Duration::from_secs(1));
+        assert_eq!(stalled.slow, 2);
         let empty = OpStats::from_latencies(Op::Get, Vec::new(), Duration::from_secs(1));
         assert_eq!((empty.count, empty.p50_us, empty.max_us, empty.mean_us), (0, 0, 0, 0.0));
     }
@@ -1084,66 +895,6 @@ mod tests {
     }
 
     #[test]
-    fn idle_flags_parse() {
-        let cli = IdleCli::try_parse_from(["idle", "--pids", "1,22,333", "--seconds", "30"]).unwrap();
-        assert_eq!(cli.args.pids, vec![1, 22, 333]);
-        assert_eq!(cli.args.seconds, 30.0);
-        assert!(!cli.args.threads);
-        assert!(IdleCli::try_parse_from(["idle"]).is_err());
-        assert!(IdleCli::try_parse_from(["idle", "--pids", "x"]).is_err());
-    }
-
-    #[test]
-    fn stat_lines_parse_even_with_odd_names() {
-        let line = "4242 (flotilla) S 1 4242 4242 0 -1 4194560 1234 0 0 0 150 37 0 0 20 0 9 0 100 0 0";
-        assert_eq!(parse_stat(line), Some(("flotilla".into(), 187)));
-        let odd = "77 (a) b (c)) R 1 77 77 0 -1 0 0 0 0 0 5 6 0 0 20 0 1 0 1 0 0";
-        assert_eq!(parse_stat(odd), Some(("a) b (c)".into(), 11)));
-        assert_eq!(parse_stat("77 (x) R 1 2"), None);
-        assert_eq!(parse_stat("garbage"), None);
-    }
-
-    #[test]
-    fn cpu_arithmetic() {
-        // 30 ticks at 100 per second over 30 s: 0.3 s of CPU = 1% of a core.
-        assert!((cpu_percent(30, 100, Duration::from_secs(30)) - 1.0).abs() < 1e-9);
-        // 200 ticks in 1 s: two cores busy.
-        assert!((cpu_percent(200, 100, Duration::from_secs(1)) - 200.0).abs() < 1e-9);
-        assert_eq!(cpu_percent(0, 100, Duration::from_secs(30)), 0.0);
-        assert_eq!(cpu_percent(5, 100, Duration::ZERO), 0.0);
-        assert_eq!(cpu_percent(5, 0, Duration::from_secs(1)), 0.0);
-    }
-
-    #[test]
-    fn thread_families_and_process_cpu() {
-        assert_eq!(thread_family("tokio-runtime-w"), "tokio-runtime-w");
-        assert_eq!(thread_family("rocksdb:low12"), "rocksdb:low");
-        assert_eq!(thread_family("flotilla-node-3"), "flotilla-node");
-        assert_eq!(thread_family("42"), "42");
-        let before = ProcessSample {
-            name: "flotilla".into(),
-            ticks: 100,
-            threads: BTreeMap::from([(1, ("flotilla".into(), 50)), (2, ("rocksdb:low0".into(), 40))]),
-        };
-        let after = ProcessSample {
-            name: "flotilla".into(),
-            ticks: 160,
-            threads: BTreeMap::from([
-                (1, ("flotilla".into(), 60)),
-                (2, ("rocksdb:low0".into(), 70)),
-                (3, ("rocksdb:low1".into(), 20)),
-            ]),
-        };
-        let cpu = process_cpu(9, &before, &after, 100, Duration::from_secs(10));
-        assert!((cpu.percent - 6.0).abs() < 1e-9);
-        assert_eq!(cpu.threads.len(), 2);
-        assert_eq!(cpu.threads[0].0, "rocksdb:low");
-        assert_eq!(cpu.threads[0].1, 2);
-        assert!((cpu.threads[0].2 - 5.0).abs() < 1e-9);
-        assert!((cpu.threads[1].2 - 1.0).abs() < 1e-9);
-    }
-
-    #[test]
     fn keys_values_and_randomness() {
         assert_eq!(key_name("bench/", 42), "bench/00000042");
         let value = value_for(3, 128);
@@ -1177,6 +928,7 @@ mod tests {
             not_found: 0,
             abandoned: 0,
             abandoned_started: None,
+            stalls_by_start_second: BTreeMap::from([(0, 3), (4, 1)]),
             preload: Some((10, 0, Duration::from_millis(1500))),
             completed_per_second: 5.0,
             own_cpu_percent: Some(42.0),
@@ -1188,11 +940,18 @@ mod tests {
         assert!(json.contains("\"errors\":{\"unavailable\":2}"), "{json}");
         assert!(json.contains("\"warmup_errors\":{}"), "{json}");
         assert!(json.contains("\"endpoints\":[\"h:1\"]"), "{json}");
+        assert!(json.contains("\"stalls_by_start_second\":{\"0\":3,\"4\":1}"), "{json}");
         // Balanced braces and brackets (no string here contains any).
         assert_eq!(json.matches('{').count(), json.matches('}').count());
         assert_eq!(json.matches('[').count(), json.matches(']').count());
         let text = format_report(&report);
         assert!(text.contains("errors in the window: unavailable=2"), "{text}");
         assert!(text.contains(" all "), "{text}");
+        assert!(
+            text.contains(
+                "(warm-up included): 4; by the second they started in after the warm-up began: 0 s: 3, 4 s: 1"
+            ),
+            "{text}"
+        );
     }
 }

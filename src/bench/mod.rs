@@ -8,6 +8,7 @@
 //! measures (it drives the public APIs the node runtime uses, the same way
 //! the runtime does) or assert on timings (tests check only its counts).
 
+pub mod idle;
 pub mod kv;
 pub mod raft;
 pub mod storage;

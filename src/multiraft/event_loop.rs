@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::api::RequestError;
 use super::node::Node;
 use super::turn::Outbox;
 use super::Input;
+use crate::raft::{GroupId, NodeId};
 use crate::transport::{Transport, TransportEvent};
 
 /// Inputs drained per source per turn, so one busy source cannot starve
@@ -56,8 +58,7 @@ impl EventLoop {
     }
 
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Node {
-        let mut ticker = tokio::time::interval(self.tick_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut next_tick = tokio::time::Instant::now() + self.tick_interval;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -69,10 +70,19 @@ impl EventLoop {
                         if changed.is_err() { break }
                         continue;
                     }
-                    _ = ticker.tick() => self.node.on_tick(Instant::now()),
+                    _ = tokio::time::sleep_until(next_tick) => {}
                     Some(event) = self.events.recv() => self.on_event(event),
                     Some(input) = self.inbox.recv() => self.on_input(input),
                 }
+            }
+            // The clock runs even when every turn has work (a busy
+            // single-voter group always has): deadlines, purges and
+            // quiescence depend on it. Missed ticks are skipped, not
+            // replayed in a burst.
+            let now = tokio::time::Instant::now();
+            if now >= next_tick {
+                self.node.on_tick(now.into_std());
+                next_tick = (next_tick + self.tick_interval).max(now);
             }
             self.drain();
             if let Err(error) = self.turn() {
@@ -81,6 +91,11 @@ impl EventLoop {
                 tracing::error!(node = %self.node.id(), "storage write failed, stopping the node: {error}");
                 break;
             }
+        }
+        // Requests still queued were never proposed: "not done", retryable.
+        self.inbox.close();
+        while let Ok(Input::Request(request)) = self.inbox.try_recv() {
+            let _ = request.reply.send(Err(RequestError::ShuttingDown));
         }
         self.node.shut_down();
         self.node
@@ -127,7 +142,9 @@ impl EventLoop {
         if turn.batch.needs_sync() {
             stats.synced_turns.fetch_add(1, Ordering::Relaxed);
         }
-        self.send(std::mem::take(&mut turn.early));
+        // A failed send is reported to its groups only after `advance`:
+        // no input may reach a group between its `ready` and `advance`.
+        let early_failures = self.send(std::mem::take(&mut turn.early));
         stats.snapshots_sent.fetch_add(turn.snapshots.len() as u64, Ordering::Relaxed);
         for (to, group, message, file) in std::mem::take(&mut turn.snapshots) {
             self.transport.send_snapshot(to, group, message, file);
@@ -139,18 +156,27 @@ impl EventLoop {
         let batch = std::mem::take(&mut turn.batch);
         self.node.engine.commit(batch)?;
         let late = self.node.finish_turn(turn);
-        self.send(late);
+        for (to, groups) in early_failures {
+            self.node.on_send_failed(to, &groups);
+        }
+        for (to, groups) in self.send(late) {
+            self.node.on_send_failed(to, &groups);
+        }
         Ok(())
     }
 
-    fn send(&mut self, outbox: Outbox) {
+    /// Queues each peer's batch; returns the peers (and their groups) whose
+    /// batch could not be queued.
+    fn send(&mut self, outbox: Outbox) -> Vec<(NodeId, Vec<GroupId>)> {
+        let mut failed = Vec::new();
         for (to, messages) in outbox {
-            let groups: Vec<_> = messages.iter().map(|(group, _)| *group).collect();
+            let groups: Vec<GroupId> = messages.iter().map(|(group, _)| *group).collect();
             self.node.stats.peer_batches_sent.fetch_add(1, Ordering::Relaxed);
             if let Err(error) = self.transport.send(to, messages) {
                 tracing::debug!(node = %self.node.id(), peer = %to, "send failed: {error}");
-                self.node.on_send_failed(to, &groups);
+                failed.push((to, groups));
             }
         }
+        failed
     }
 }

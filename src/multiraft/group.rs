@@ -7,7 +7,7 @@
 //! `read_rounds` (a read, until the leader confirms its read index) or
 //! `confirmed_reads` (until the state machine reaches that index).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -53,9 +53,11 @@ pub(super) struct Group {
     pub role: Role,
     pub new_writes: Vec<(Command, Waiter)>,
     pub new_reads: Vec<PendingRead>,
-    /// Invariant: in increasing index order (proposals of later turns get
-    /// later indexes; a new term's proposals come after a lost term's).
-    pub proposals: VecDeque<Proposal>,
+    /// Proposed writes awaiting their entry's apply, by log index. Several
+    /// may share an index: a proposal of a lost term whose entry was
+    /// overwritten, and a later term's at the same index. Which one (if
+    /// any) happened is known only when that index applies.
+    pub proposals: BTreeMap<LogIndex, Vec<Proposal>>,
     /// ReadIndex rounds in flight, by their context.
     pub read_rounds: BTreeMap<u64, Vec<PendingRead>>,
     /// Reads whose read index is known, waiting for apply to reach it.
@@ -76,7 +78,7 @@ impl Group {
             role: Role::Follower,
             new_writes: Vec::new(),
             new_reads: Vec::new(),
-            proposals: VecDeque::new(),
+            proposals: BTreeMap::new(),
             read_rounds: BTreeMap::new(),
             confirmed_reads: Vec::new(),
             idle_ticks: 0,
@@ -104,27 +106,20 @@ impl Group {
         result: &CommandResult,
         answers: &mut Vec<Answer>,
     ) {
-        while let Some(front) = self.proposals.front() {
-            if front.id.index > index {
-                return;
-            }
-            let proposal = self.proposals.pop_front().expect("front exists");
-            if proposal.id.index == index && proposal.id.term == term {
-                answers.push((proposal.waiter, command_outcome(result)));
-            } else {
-                // Definitely not applied: safe for the client to retry.
-                answers.push((proposal.waiter, Err(RequestError::NoLeader { shard: self.shard })));
-            }
-        }
+        resolve_applied(&mut self.proposals, self.shard, ProposalId { index, term }, result, answers);
     }
 
     /// A snapshot replaced the state up to `index`: proposals at or below
     /// it may or may not be in it.
     pub fn resolve_snapshot(&mut self, index: LogIndex, answers: &mut Vec<Answer>) {
-        while self.proposals.front().is_some_and(|p| p.id.index <= index) {
-            let proposal = self.proposals.pop_front().expect("front exists");
-            let detail = format!("index {} was replaced by a snapshot at {index}", proposal.id.index);
-            answers.push((proposal.waiter, Err(RequestError::OutcomeUnknown(detail))));
+        while let Some(entry) = self.proposals.first_entry() {
+            if *entry.key() > index {
+                return;
+            }
+            for proposal in entry.remove() {
+                let detail = format!("index {} was replaced by a snapshot at {index}", proposal.id.index);
+                answers.push((proposal.waiter, Err(RequestError::OutcomeUnknown(detail))));
+            }
         }
     }
 
@@ -138,7 +133,7 @@ impl Group {
         for read in self.new_reads.drain(..) {
             read.waiter.answer(Err(error.clone()));
         }
-        for proposal in self.proposals.drain(..) {
+        for proposal in std::mem::take(&mut self.proposals).into_values().flatten() {
             let detail = format!("proposed at index {} but not yet applied: {error}", proposal.id.index);
             proposal.waiter.answer(Err(RequestError::OutcomeUnknown(detail)));
         }
@@ -155,16 +150,15 @@ impl Group {
     /// `DeadlineExceeded` (nothing was done).
     pub fn expire(&mut self, now: Instant) {
         let expired = |waiter: &Waiter| waiter.deadline <= now;
-        let mut kept = VecDeque::with_capacity(self.proposals.len());
-        for proposal in self.proposals.drain(..) {
-            if expired(&proposal.waiter) {
+        for proposals in self.proposals.values_mut() {
+            let (late, kept): (Vec<_>, Vec<_>) = proposals.drain(..).partition(|p| expired(&p.waiter));
+            *proposals = kept;
+            for proposal in late {
                 let detail = format!("timed out waiting for index {} to apply", proposal.id.index);
                 proposal.waiter.answer(Err(RequestError::OutcomeUnknown(detail)));
-            } else {
-                kept.push_back(proposal);
             }
         }
-        self.proposals = kept;
+        self.proposals.retain(|_, proposals| !proposals.is_empty());
         for reads in self.read_rounds.values_mut() {
             expire_reads(reads, now);
         }
@@ -185,10 +179,89 @@ fn expire_reads(reads: &mut Vec<PendingRead>, now: Instant) {
     }
 }
 
+/// Answers the proposals an applied entry (`applied`: its index and term)
+/// settles: every proposal at or below its index.
+fn resolve_applied(
+    proposals: &mut BTreeMap<LogIndex, Vec<Proposal>>,
+    shard: ShardId,
+    applied: ProposalId,
+    result: &CommandResult,
+    answers: &mut Vec<Answer>,
+) {
+    while let Some(entry) = proposals.first_entry() {
+        if *entry.key() > applied.index {
+            return;
+        }
+        let at = *entry.key();
+        for proposal in entry.remove() {
+            let answer = if proposal.id == applied {
+                command_outcome(result)
+            } else if at == applied.index {
+                // Another term's entry committed at this index: this
+                // proposal never will. Safe for the client to retry.
+                Err(RequestError::NoLeader { shard })
+            } else {
+                // Below what applies now yet never matched: cannot happen
+                // while apply is in order; never claim "not done" then.
+                let detail = format!("index {at} applied without a matching entry");
+                Err(RequestError::OutcomeUnknown(detail))
+            };
+            answers.push((proposal.waiter, answer));
+        }
+    }
+}
+
 /// The client-facing outcome of an applied command.
 pub(super) fn command_outcome(result: &CommandResult) -> Result<Outcome, RequestError> {
     match result {
         CommandResult::Rejected(detail) => Err(RequestError::InvalidArgument(detail.clone())),
         other => Ok(Outcome::Written(other.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Term;
+
+    fn proposal(index: u64, term: u64) -> (Proposal, oneshot::Receiver<Result<Outcome, RequestError>>) {
+        let (reply, answer) = oneshot::channel();
+        let waiter = Waiter { reply, deadline: Instant::now() + std::time::Duration::from_secs(60) };
+        (Proposal { id: ProposalId { index: LogIndex(index), term: Term(term) }, waiter }, answer)
+    }
+
+    /// A leader of term 3 proposed at 7, 8 and 9, lost them, and leads
+    /// again in term 5 with a proposal at 8: when 8 applies in term 5 that
+    /// proposal succeeds, the lost ones at 7 and 8 are told "not done"
+    /// (their indexes committed other entries), and 9 waits for index 9.
+    #[test]
+    fn each_proposal_is_settled_by_the_entry_applied_at_its_own_index() {
+        let mut proposals: BTreeMap<LogIndex, Vec<Proposal>> = BTreeMap::new();
+        let mut receivers = Vec::new();
+        for (index, term) in [(7, 3), (8, 3), (9, 3), (8, 5)] {
+            let (p, r) = proposal(index, term);
+            proposals.entry(p.id.index).or_default().push(p);
+            receivers.push(r);
+        }
+        let shard = ShardId(4);
+        let mut answers = Vec::new();
+        let noop = ProposalId { index: LogIndex(7), term: Term(5) };
+        resolve_applied(&mut proposals, shard, noop, &CommandResult::NoOp, &mut answers);
+        let put = ProposalId { index: LogIndex(8), term: Term(5) };
+        resolve_applied(&mut proposals, shard, put, &CommandResult::Put, &mut answers);
+        for (waiter, result) in answers.drain(..) {
+            waiter.answer(result);
+        }
+        let mut take = |i: usize| receivers[i].try_recv().ok();
+        assert_eq!(take(0), Some(Err(RequestError::NoLeader { shard })), "7/t3: index 7 holds another entry");
+        assert_eq!(take(1), Some(Err(RequestError::NoLeader { shard })), "8/t3: index 8 holds another entry");
+        assert_eq!(take(3), Some(Ok(Outcome::Written(CommandResult::Put))), "8/t5 applied");
+        assert_eq!(take(2), None, "9/t3 waits for index 9");
+        assert_eq!(proposals.len(), 1);
+        let nine = ProposalId { index: LogIndex(9), term: Term(3) };
+        resolve_applied(&mut proposals, shard, nine, &CommandResult::Put, &mut answers);
+        let (waiter, result) = answers.pop().unwrap();
+        waiter.answer(result);
+        assert_eq!(take(2), Some(Ok(Outcome::Written(CommandResult::Put))), "9/t3 did commit after all");
     }
 }

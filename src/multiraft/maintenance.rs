@@ -11,22 +11,31 @@ use crate::raft::{GroupId, LogIndex, LogStore, NodeId, Role};
 use crate::storage::StorageBatch;
 
 impl Node {
-    /// Trims caches, enforces the cache budget and purges logs, writing
-    /// every purge in one batch.
+    /// Trims caches, enforces the cache budget and stages log purges.
     pub(super) fn maintain_logs(&mut self) {
-        let mut batch = StorageBatch::new();
+        // Staged into the next turn's batch: one write path, whose failure
+        // stops the node (the purge already moved the in-memory log).
+        let mut batch = self.staged.take().unwrap_or_default();
         let due: Vec<GroupId> =
             self.awake.iter().chain(std::mem::take(&mut self.maintenance_due).iter()).copied().collect();
         let mut transfers_left = self.config.max_wakeups_per_tick;
         for id in due {
             self.maintain_group(id, &mut batch);
-            if transfers_left > 0 && self.hand_to_preferred(id) {
-                transfers_left -= 1;
+            match self.preferred_elsewhere(id) {
+                Some(preferred) if transfers_left > 0 => {
+                    self.hand_to(id, preferred);
+                    transfers_left -= 1;
+                }
+                // Over this sweep's budget: the next sweep tries again.
+                Some(_) => {
+                    self.maintenance_due.insert(id);
+                }
+                None => {}
             }
         }
         self.enforce_cache_budget();
-        if let Err(error) = self.engine.commit(batch) {
-            tracing::error!(node = %self.id, "log purge failed: {error}");
+        if !batch.is_empty() {
+            self.staged = Some(batch);
         }
     }
 
@@ -73,25 +82,27 @@ impl Node {
         }
     }
 
-    /// Moves a group's leadership to its preferred replica (placement
-    /// spreads those evenly over the nodes) when that node is up and this
-    /// one leads instead, as after a failure or a start in which one node
-    /// won most elections. Returns whether a transfer started.
-    fn hand_to_preferred(&mut self, id: GroupId) -> bool {
-        let Some(group) = self.groups.get_mut(&id) else { return false };
+    /// The group's preferred replica (placement spreads those evenly over
+    /// the nodes) when this node leads instead and that node is up, as
+    /// after a failure or a start in which one node won most elections.
+    pub(super) fn preferred_elsewhere(&self, id: GroupId) -> Option<NodeId> {
+        let group = self.groups.get(&id)?;
         if group.role != Role::Leader || group.failure.is_some() {
-            return false;
+            return None;
         }
         let replicas: Vec<u64> = self.view.replicas[group.shard.0 as usize].iter().map(|n| n.0).collect();
         let preferred = NodeId(flotilla_placement::preferred_leader(&replicas, group.shard.0));
-        if preferred == self.id || !self.peers_up.contains(&preferred) {
-            return false;
-        }
-        if group.raw.transfer_leader(preferred).is_err() {
-            return false;
+        (preferred != self.id && self.peers_up.contains(&preferred)).then_some(preferred)
+    }
+
+    /// Starts moving the group's leadership to `to` (the core waits until
+    /// `to` has the whole log, then tells it to campaign).
+    fn hand_to(&mut self, id: GroupId, to: NodeId) {
+        let Some(group) = self.groups.get_mut(&id) else { return };
+        if let Err(error) = group.raw.transfer_leader(to) {
+            tracing::debug!(group = %id, "no leadership transfer to node {to}: {error}");
         }
         self.after_input(id);
-        true
     }
 
     /// Drops the largest caches until all fit the budget (a burst to many

@@ -102,6 +102,12 @@ pub struct Node {
     /// Quiesced followers whose leader's node went down, woken a few per tick.
     pub(super) wake_queue: VecDeque<(GroupId, Wake)>,
     pub(super) incoming_snapshots: BTreeMap<GroupId, IncomingSnapshot>,
+    /// Writes staged outside a turn (log purges), committed with the next
+    /// turn's batch.
+    pub(super) staged: Option<StorageBatch>,
+    /// The groups in `wake_queue`, so a flapping peer does not queue a
+    /// group twice.
+    pub(super) wake_queued: BTreeSet<GroupId>,
     /// Read contexts are unique per node (the core's contract).
     pub(super) next_read_context: u64,
     pub(super) ticks: u64,
@@ -169,6 +175,8 @@ impl Node {
             wake_queue: VecDeque::new(),
             incoming_snapshots: BTreeMap::new(),
             next_read_context: 1,
+            staged: None,
+            wake_queued: BTreeSet::new(),
             ticks: 0,
         })
     }
@@ -193,7 +201,7 @@ impl Node {
 
     /// Whether any group has work for another turn right away.
     pub fn has_work(&self) -> bool {
-        !self.touched.is_empty()
+        !self.touched.is_empty() || self.staged.is_some()
     }
 
     /// A client request: checked and queued on its group, which proposes
@@ -335,7 +343,16 @@ impl Node {
             })
             .map(|(id, _)| *id)
             .collect();
-        self.wake_queue.extend(behind.into_iter().map(|id| (id, Wake::Leader)));
+        self.queue_wakes(behind.into_iter().map(|id| (id, Wake::Leader)).collect());
+        // Sleeping groups this node leads in the returning node's place are
+        // visited by the next log sweep, which hands them back.
+        let preferred: Vec<GroupId> = self
+            .groups
+            .keys()
+            .copied()
+            .filter(|id| !self.awake.contains(id) && self.preferred_elsewhere(*id) == Some(node))
+            .collect();
+        self.maintenance_due.extend(preferred);
     }
 
     /// A peer node's stream broke. Its followers' groups stop streaming to
@@ -362,7 +379,15 @@ impl Node {
             }
         }
         tracing::info!(node = %self.id, peer = %node, queued = queued.len(), "peer down");
-        self.wake_queue.extend(queued);
+        self.queue_wakes(queued);
+    }
+
+    fn queue_wakes(&mut self, wakes: Vec<(GroupId, Wake)>) {
+        for (id, wake) in wakes {
+            if self.wake_queued.insert(id) {
+                self.wake_queue.push_back((id, wake));
+            }
+        }
     }
 
     /// One clock tick: ticks the awake groups, wakes a few queued ones,
@@ -372,9 +397,13 @@ impl Node {
         self.stats.ticks.store(self.ticks, std::sync::atomic::Ordering::Relaxed);
         for _ in 0..self.config.max_wakeups_per_tick {
             let Some((id, wake)) = self.wake_queue.pop_front() else { break };
+            self.wake_queued.remove(&id);
             let Some(group) = self.groups.get_mut(&id) else { continue };
             if !group.raw.is_quiesced() {
                 continue; // Something else woke it meanwhile.
+            }
+            if wake == Wake::LeaderDown && group.leader.is_some_and(|l| self.peers_up.contains(&l)) {
+                continue; // Its leader's node came back before its turn.
             }
             match wake {
                 Wake::LeaderDown => group.raw.forget_leader(),

@@ -39,20 +39,27 @@ pub struct Turn {
     pub snapshots: Vec<(NodeId, GroupId, Message, SnapshotFile)>,
     readies: Vec<(GroupId, Ready)>,
     answers: Vec<Answer>,
-    installed: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Installed snapshots: the sender's ack, and the received file to
+    /// remove once the install is written.
+    installed: Vec<(oneshot::Sender<Result<(), String>>, std::path::PathBuf)>,
+    /// Snapshots that could not be built: (group, follower), reported to
+    /// the group after `advance`.
+    unbuilt_snapshots: Vec<(GroupId, NodeId)>,
 }
 
 impl Node {
     /// Proposes the touched groups' new requests and stages their Readies.
     pub fn prepare_turn(&mut self) -> Turn {
         let mut turn = Turn {
-            batch: StorageBatch::new(),
+            // Purges staged by the last log sweep ride on this turn's write.
+            batch: self.staged.take().unwrap_or_default(),
             must_sync: false,
             early: Outbox::new(),
             snapshots: Vec::new(),
             readies: Vec::new(),
             answers: Vec::new(),
             installed: Vec::new(),
+            unbuilt_snapshots: Vec::new(),
         };
         for id in std::mem::take(&mut self.touched) {
             self.submit_requests(id, &mut turn);
@@ -84,8 +91,9 @@ impl Node {
             let data = writes.iter().map(|(command, _)| encode_command(command)).collect();
             match group.raw.propose_batch(data) {
                 Ok(ids) => {
-                    let proposals = ids.into_iter().zip(writes).map(|(id, (_, waiter))| Proposal { id, waiter });
-                    group.proposals.extend(proposals);
+                    for (id, (_, waiter)) in ids.into_iter().zip(writes) {
+                        group.proposals.entry(id.index).or_default().push(Proposal { id, waiter });
+                    }
                 }
                 Err(error) => {
                     let error = refused(self.id, &self.view, group.shard, error);
@@ -98,7 +106,7 @@ impl Node {
         if !reads.is_empty() {
             let context = self.next_read_context;
             self.next_read_context += 1;
-            match group.raw.read_index(context.to_be_bytes().to_vec()) {
+            match group.raw.read_index(encode_context(self.id, context)) {
                 Ok(()) => {
                     group.read_rounds.insert(context, reads);
                 }
@@ -146,7 +154,7 @@ impl Node {
                     }
                     Err(error) => {
                         tracing::warn!(group = %id, "cannot build a snapshot for node {}: {error}", message.to);
-                        group.raw.report_snapshot(message.to, false);
+                        turn.unbuilt_snapshots.push((id, message.to));
                     }
                 }
             } else {
@@ -162,7 +170,7 @@ impl Node {
                 return Err("snapshot file and message disagree".into());
             }
             incoming.file.stage_install(group.raw.store_mut(), &mut turn.batch).map_err(|e| e.to_string())?;
-            turn.installed.push(incoming.done);
+            turn.installed.push((incoming.done, incoming.file.path.clone()));
             group.resolve_snapshot(snapshot.metadata.index, &mut turn.answers);
         }
         let storage = group.raw.store_mut();
@@ -215,8 +223,12 @@ impl Node {
             waiter.answer(result);
         }
         self.stats.snapshots_installed.fetch_add(turn.installed.len() as u64, Ordering::Relaxed);
-        for done in turn.installed {
+        for (done, path) in turn.installed {
             let _ = done.send(Ok(()));
+            // Installed and durable: the file has done its job.
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!("cannot remove installed snapshot {}: {error}", path.display());
+            }
         }
         let mut late = Outbox::new();
         for (id, ready) in turn.readies {
@@ -228,13 +240,15 @@ impl Node {
                 late.entry(message.to).or_default().push((id, message));
             }
             for state in ready.read_states {
-                let Some(context) = context_of(&state.context) else { continue };
+                let Some(context) = context_of(self.id, &state.context) else { continue };
                 if let Some(reads) = group.read_rounds.remove(&context) {
                     group.confirmed_reads.extend(reads.into_iter().map(|read| (state.index, read)));
                 }
             }
             for context in ready.dropped_reads {
-                let Some(reads) = context_of(&context).and_then(|c| group.read_rounds.remove(&c)) else { continue };
+                let Some(reads) = context_of(self.id, &context).and_then(|c| group.read_rounds.remove(&c)) else {
+                    continue;
+                };
                 for read in reads {
                     read.waiter.answer(Err(RequestError::NoLeader { shard: group.shard }));
                 }
@@ -250,6 +264,12 @@ impl Node {
             self.after_input(id);
         }
         self.stats.groups_quiesced.store(self.quiesced_count() as u64, Ordering::Relaxed);
+        for (id, to) in turn.unbuilt_snapshots {
+            if let Some(group) = self.groups.get_mut(&id) {
+                group.raw.report_snapshot(to, false);
+                self.after_input(id);
+            }
+        }
         // Inputs come only between turns, so a snapshot that arrived before
         // this turn and was not installed by it was refused by the core
         // (stale, or a configuration without this node).
@@ -290,6 +310,37 @@ fn refused(node: NodeId, view: &ClusterView, shard: ShardId, error: RaftError) -
     }
 }
 
-fn context_of(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+/// A read context: this node's id, then its counter. A leader holds the
+/// read rounds of every replica of the group under their contexts, so a
+/// counter alone would collide with another node's, and one of the two
+/// reads would never be answered (found by `flotilla bench kv`: gets
+/// waiting out their deadline under load).
+fn encode_context(node: NodeId, counter: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.extend_from_slice(&node.0.to_be_bytes());
+    context.extend_from_slice(&counter.to_be_bytes());
+    context
+}
+
+/// This node's counter in `bytes`, if it is one of this node's contexts.
+fn context_of(node: NodeId, bytes: &[u8]) -> Option<u64> {
+    let (owner, counter) = bytes.split_at_checked(8)?;
+    if owner != node.0.to_be_bytes() {
+        return None;
+    }
+    Some(u64::from_be_bytes(counter.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_contexts_of_different_nodes_never_collide() {
+        let (one, two) = (encode_context(NodeId(1), 5), encode_context(NodeId(2), 5));
+        assert_ne!(one, two);
+        assert_eq!(context_of(NodeId(1), &one), Some(5));
+        assert_eq!(context_of(NodeId(1), &two), None, "another node's read");
+        assert_eq!(context_of(NodeId(1), &one[..12]), None, "malformed");
+    }
 }

@@ -154,6 +154,12 @@ impl World {
             }
             let Some((_, data)) = first else { continue };
             let held: BTreeMap<&[u8], &[u8]> = data.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+            if let Some(key) = self.refused.iter().find(|k| held.contains_key(k.as_slice())) {
+                return Err(format!(
+                    "write {} was answered with a retryable error (not done) but is in group {group}",
+                    String::from_utf8_lossy(key)
+                ));
+            }
             let ring = &self.view(NodeId(1)).ring;
             for (key, value) in self.acked.iter().filter(|(k, _)| ring.shard_for_key(k) == shard) {
                 if held.get(key.as_slice()) != Some(&value.as_slice()) {

@@ -117,6 +117,9 @@ pub struct World {
     next_key: u64,
     pub(super) acked: BTreeMap<Vec<u8>, Vec<u8>>,
     unknown: BTreeSet<Vec<u8>>,
+    /// Writes answered with a retryable error: "not done". None may ever
+    /// become visible (Redis-Raft #23 the other way round).
+    pub(super) refused: BTreeSet<Vec<u8>>,
     leader_guess: BTreeMap<ShardId, NodeId>,
     idle_until: u64,
     crash_after_idle: bool,
@@ -188,6 +191,7 @@ impl World {
             next_key: 0,
             acked: BTreeMap::new(),
             unknown: BTreeSet::new(),
+            refused: BTreeSet::new(),
             leader_guess: BTreeMap::new(),
             idle_until: 0,
             crash_after_idle: false,
@@ -584,8 +588,11 @@ impl World {
                 self.unknown.insert(key);
                 self.report.unknown_writes += 1;
             }
-            (ClientOp::Put { shard, .. }, Err(RequestError::NotLeader { leader: Some((leader, _)), .. })) => {
-                self.leader_guess.insert(shard, leader);
+            (ClientOp::Put { key, shard, .. }, Err(error)) if error.retryable() => {
+                if let RequestError::NotLeader { leader: Some((leader, _)), .. } = error {
+                    self.leader_guess.insert(shard, leader);
+                }
+                self.refused.insert(key);
             }
             (ClientOp::Get { key, expected }, Ok(Outcome::Value(found))) => {
                 if found.as_ref() != Some(&expected) {
