@@ -384,3 +384,29 @@ async fn a_returning_node_gets_its_preferred_leaderships_back() {
     eventually(Duration::from_secs(30), "node 3 leads its preferred third again", || balanced(&cluster)).await;
     cluster.stop_all().await;
 }
+
+/// Reads through every node at once, on a fresh cluster where each node's
+/// read counter starts at the same value: the leader holds all replicas'
+/// read rounds, and each must be answered (contexts once collided across
+/// nodes, leaving one of two reads unanswered until its deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_through_every_node_are_all_answered() {
+    let mut cluster = TestCluster::start(3, 1, RuntimeConfig::default()).await;
+    let mut client = cluster.client(NodeId(1)).await;
+    put_within(&mut client, "key", "value", Duration::from_secs(20)).await;
+    let mut reads = tokio::task::JoinSet::new();
+    for id in [NodeId(1), NodeId(2), NodeId(3)] {
+        for _ in 0..40 {
+            let mut client = cluster.client(id).await;
+            reads.spawn(async move {
+                let mut request = tonic::Request::new(GetRequest { key: b"key".to_vec(), stale_ok: false });
+                request.set_timeout(Duration::from_secs(3));
+                client.get(request).await.map(|r| r.into_inner().value)
+            });
+        }
+    }
+    while let Some(read) = reads.join_next().await {
+        assert_eq!(read.unwrap().map_err(|s| s.message().to_string()), Ok(b"value".to_vec()));
+    }
+    cluster.stop_all().await;
+}

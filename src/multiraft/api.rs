@@ -58,8 +58,9 @@ pub enum RequestError {
     /// have been (or still be) applied. Never retried blindly.
     #[error("outcome unknown: {0}")]
     OutcomeUnknown(String),
-    /// The deadline passed before the request was proposed (nothing done).
-    #[error("deadline exceeded before the request was proposed")]
+    /// The deadline passed before a read was answered or a write was
+    /// proposed: nothing was changed.
+    #[error("deadline exceeded before the request was served; nothing was changed")]
     DeadlineExceeded,
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -126,6 +126,28 @@ impl World {
             written.extend(self.acked.keys().filter(|k| !before.contains(*k)).map(|k| ring.shard_for_key(k)));
         }
         self.settle_or_fail(healed_at, "after the final writes")?;
+        self.check_final_reads()
+    }
+
+    /// On the settled cluster, linearizable reads sent to random replicas
+    /// are all answered, correctly, well before their deadline.
+    fn check_final_reads(&mut self) -> Result<(), String> {
+        // Earlier reads may still be out; they are not held to this.
+        while self.clients_pending() > 0 {
+            self.step()?;
+        }
+        self.strict_reads = true;
+        for _ in 0..64 {
+            self.issue_read();
+        }
+        let deadline = self.now + self.config.liveness_units / 4;
+        while self.clients_pending() > 0 {
+            if self.now > deadline {
+                return Err(format!("{} reads unanswered on the settled cluster", self.clients_pending()));
+            }
+            self.step()?;
+        }
+        self.strict_reads = false;
         Ok(())
     }
 

@@ -120,6 +120,9 @@ pub struct World {
     /// Writes answered with a retryable error: "not done". None may ever
     /// become visible (Redis-Raft #23 the other way round).
     pub(super) refused: BTreeSet<Vec<u8>>,
+    /// Once the healed cluster has settled, every read must be answered
+    /// (a read left unanswered until its deadline is a liveness bug).
+    pub(super) strict_reads: bool,
     leader_guess: BTreeMap<ShardId, NodeId>,
     idle_until: u64,
     crash_after_idle: bool,
@@ -192,6 +195,7 @@ impl World {
             acked: BTreeMap::new(),
             unknown: BTreeSet::new(),
             refused: BTreeSet::new(),
+            strict_reads: false,
             leader_guess: BTreeMap::new(),
             idle_until: 0,
             crash_after_idle: false,
@@ -536,7 +540,7 @@ impl World {
         self.submit(shard, Operation::Write(command), ClientOp::Put { key, value, shard });
     }
 
-    fn issue_read(&mut self) {
+    pub(super) fn issue_read(&mut self) {
         if self.acked.is_empty() {
             return;
         }
@@ -605,6 +609,12 @@ impl World {
                 self.report.reads_checked += 1;
             }
             (_, Ok(other)) => return Err(format!("a request got the wrong kind of answer: {other:?}")),
+            (ClientOp::Get { key, .. }, Err(error)) if self.strict_reads => {
+                return Err(format!(
+                    "a read of {} on the settled, healed cluster failed: {error}",
+                    String::from_utf8_lossy(&key)
+                ));
+            }
             (_, Err(_)) => {}
         }
         Ok(())
