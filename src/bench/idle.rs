@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::kv::{json_number, json_string};
+use super::kv_report::{json_number, json_string};
 use super::{BenchError, Result};
 
 /// The flags of `flotilla bench idle`.

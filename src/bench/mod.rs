@@ -10,6 +10,7 @@
 
 pub mod idle;
 pub mod kv;
+pub mod kv_report;
 pub mod raft;
 pub mod storage;
 
