@@ -2,76 +2,46 @@
 //! on 127.0.0.1 port 0, driven through the generated gRPC client.
 //! Every wait is bounded; every node started is stopped.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use flotilla::multiraft::{Operation, RequestError, RuntimeConfig, ShardId};
-use flotilla::node::{start, NodeOptions, RunningNode};
+use flotilla::node::RunningNode;
 use flotilla::proto::kv_client::KvClient;
 use flotilla::proto::{CompareAndSwapRequest, DeleteRequest, GetRequest, PutRequest, ScanRequest};
 use flotilla::raft::NodeId;
+use flotilla::server::ServerConfig;
 use tonic::transport::Channel;
 
-struct TestCluster {
-    dir: tempfile::TempDir,
-    addresses: BTreeMap<NodeId, String>,
-    nodes: BTreeMap<NodeId, RunningNode>,
-    shards: u32,
-    runtime: RuntimeConfig,
+#[path = "support/local_cluster.rs"]
+mod local_cluster;
+
+use local_cluster::LocalCluster;
+
+/// A local cluster with the default server settings, driven through the
+/// generated gRPC client.
+struct TestCluster(LocalCluster);
+
+impl std::ops::Deref for TestCluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.0
+    }
 }
 
 impl TestCluster {
     async fn start(size: u64, shards: u32, runtime: RuntimeConfig) -> TestCluster {
-        let mut listeners = BTreeMap::new();
-        for id in 1..=size {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            listeners.insert(NodeId(id), listener);
-        }
-        let addresses = listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap().to_string())).collect();
-        let mut cluster =
-            TestCluster { dir: tempfile::tempdir().unwrap(), addresses, nodes: BTreeMap::new(), shards, runtime };
-        for (id, listener) in listeners {
-            cluster.start_node_on(id, listener).await;
-        }
-        cluster
-    }
-
-    fn options(&self, id: NodeId) -> NodeOptions {
-        let mut options = NodeOptions::new(id, self.dir.path().join(format!("n{id}")));
-        options.initial_cluster = Some(self.addresses.clone());
-        options.shards = Some(self.shards);
-        options.tick_interval = Duration::from_millis(20);
-        options.runtime = self.runtime.clone();
-        options
-    }
-
-    async fn start_node_on(&mut self, id: NodeId, listener: tokio::net::TcpListener) {
-        let node = start(self.options(id), listener).await.unwrap();
-        self.nodes.insert(id, node);
-    }
-
-    async fn restart_node(&mut self, id: NodeId) {
-        let listener = bind_again(&self.addresses[&id]).await;
-        self.start_node_on(id, listener).await;
-    }
-
-    async fn stop_node(&mut self, id: NodeId) {
-        if let Some(node) = self.nodes.remove(&id) {
-            node.stop(Duration::from_secs(2)).await;
-        }
-    }
-
-    async fn stop_all(&mut self) {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for id in ids {
-            self.stop_node(id).await;
-        }
+        TestCluster(LocalCluster::start(size, shards, ServerConfig::default(), runtime).await)
     }
 
     async fn client(&self, id: NodeId) -> KvClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addresses[&id])).unwrap().connect_lazy();
-        KvClient::new(channel)
+        self.raw(id)
     }
 
     /// The node leading `shard`, asked of the running nodes.
@@ -87,18 +57,6 @@ impl TestCluster {
             }
         }
         None
-    }
-}
-
-/// Binds the address a stopped node used, retrying while the OS lets go.
-async fn bind_again(address: &str) -> tokio::net::TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => return listener,
-            Err(error) if Instant::now() > deadline => panic!("cannot bind {address} again: {error}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
     }
 }
 

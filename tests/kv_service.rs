@@ -17,27 +17,40 @@ use clap::Parser;
 use flotilla::client::cli::{run_kv, KvArgs};
 use flotilla::client::{CasResult, Client, ClientError, ClientOptions, ScanPage};
 use flotilla::multiraft::{Operation, RequestError, RuntimeConfig, ShardId};
-use flotilla::node::{start, NodeOptions, RunningNode};
-use flotilla::proto::kv_client::KvClient;
 use flotilla::proto::{CompareAndSwapRequest, GetRequest, PutRequest, ScanRequest};
 use flotilla::raft::NodeId;
 use flotilla::server::{ServerConfig, FORWARDED_HEADER, LEADER_HEADER, SHARDS_HEADER};
 use flotilla_placement::ShardRing;
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::Channel;
 use tonic::Code;
 
 const SHARDS: u32 = 16;
 const MAX_KEY: usize = 4096;
 const MAX_VALUE: usize = 1 << 20;
 
+#[path = "support/local_cluster.rs"]
+mod local_cluster;
+
+use local_cluster::LocalCluster;
+
+/// A local cluster of `SHARDS` shards, with the key ring to pick keys of
+/// chosen shards.
 struct TestCluster {
-    dir: tempfile::TempDir,
-    addresses: BTreeMap<NodeId, String>,
-    nodes: BTreeMap<NodeId, RunningNode>,
-    server: ServerConfig,
-    runtime: RuntimeConfig,
+    local: LocalCluster,
     ring: ShardRing,
+}
+
+impl std::ops::Deref for TestCluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        &self.local
+    }
+}
+
+impl std::ops::DerefMut for TestCluster {
+    fn deref_mut(&mut self) -> &mut LocalCluster {
+        &mut self.local
+    }
 }
 
 impl TestCluster {
@@ -46,67 +59,12 @@ impl TestCluster {
     }
 
     async fn start_with(size: u64, server: ServerConfig, runtime: RuntimeConfig) -> TestCluster {
-        let mut listeners = BTreeMap::new();
-        for id in 1..=size {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            listeners.insert(NodeId(id), listener);
-        }
-        let addresses = listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap().to_string())).collect();
-        let mut cluster = TestCluster {
-            dir: tempfile::tempdir().unwrap(),
-            addresses,
-            nodes: BTreeMap::new(),
-            server,
-            runtime,
-            ring: ShardRing::new(SHARDS).unwrap(),
-        };
-        for (id, listener) in listeners {
-            cluster.start_node_on(id, listener).await;
-        }
-        cluster
-    }
-
-    fn options(&self, id: NodeId) -> NodeOptions {
-        let mut options = NodeOptions::new(id, self.dir.path().join(format!("n{id}")));
-        options.initial_cluster = Some(self.addresses.clone());
-        options.shards = Some(SHARDS);
-        options.tick_interval = Duration::from_millis(20);
-        options.server = self.server.clone();
-        options.runtime = self.runtime.clone();
-        options
-    }
-
-    async fn start_node_on(&mut self, id: NodeId, listener: tokio::net::TcpListener) {
-        let node = start(self.options(id), listener).await.unwrap();
-        self.nodes.insert(id, node);
-    }
-
-    async fn restart_node(&mut self, id: NodeId) {
-        let listener = bind_again(&self.addresses[&id]).await;
-        self.start_node_on(id, listener).await;
-    }
-
-    async fn stop_node(&mut self, id: NodeId) {
-        if let Some(node) = self.nodes.remove(&id) {
-            node.stop(Duration::from_secs(2)).await;
-        }
-    }
-
-    async fn stop_all(&mut self) {
-        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-        for id in ids {
-            self.stop_node(id).await;
-        }
+        let local = LocalCluster::start(size, SHARDS, server, runtime).await;
+        TestCluster { local, ring: ShardRing::new(SHARDS).unwrap() }
     }
 
     fn address(&self, id: NodeId) -> &str {
         &self.addresses[&id]
-    }
-
-    /// The generated gRPC client, talking to `id` only.
-    fn raw(&self, id: NodeId) -> KvClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addresses[&id])).unwrap().connect_lazy();
-        KvClient::new(channel)
     }
 
     /// The client library, given `ids` as its endpoints.
@@ -183,18 +141,6 @@ impl TestCluster {
             }
             assert!(Instant::now() < deadline, "the groups did not quiesce within 10 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Binds the address a stopped node used, retrying while the OS lets go.
-async fn bind_again(address: &str) -> tokio::net::TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match tokio::net::TcpListener::bind(address).await {
-            Ok(listener) => return listener,
-            Err(error) if Instant::now() > deadline => panic!("cannot bind {address} again: {error}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
