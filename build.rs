@@ -15,9 +15,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
 
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_with_config(
-        config,
-        PROTOS,
+    // The descriptor set lets the node serve gRPC reflection (grpcurl);
+    // `src/proto.rs` includes it as `FILE_DESCRIPTOR_SET`.
+    let descriptors = PathBuf::from(std::env::var("OUT_DIR")?).join("flotilla_descriptor.bin");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .file_descriptor_set_path(descriptors)
+        .compile_with_config(config, PROTOS, &["proto"])?;
+
+    // etcd's KV API (a wire-compatible subset) for `flotilla bench --target
+    // etcd`: client stubs only, and kept out of the descriptor set above so
+    // that reflection lists only the services a node really serves.
+    let mut etcd = tonic_prost_build::Config::new();
+    etcd.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    tonic_prost_build::configure().build_server(false).compile_with_config(
+        etcd,
+        &["proto/etcd/rpc.proto"],
         &["proto"],
     )?;
     Ok(())

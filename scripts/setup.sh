@@ -6,6 +6,11 @@
 #   clang            used by bindgen to parse RocksDB's C headers
 #   libclang-dev     libclang.so, loaded by bindgen at build time
 #   ca-certificates  so cargo can fetch crates over HTTPS
+#   prometheus       the Prometheus server (and promtool) that tests/metrics.rs runs against
+#                    a node's /metrics and tests/deploy.rs uses to check deploy/prometheus.yml
+#                    (only the binaries are used; its system service is neither needed nor started)
+#   etcd-server      etcd 3.4, the reference that tests/bench_cli.rs drives `flotilla bench --target etcd`
+#                    against and scripts/bench-compare.sh measures Flotilla beside (binary only, as above)
 # protoc is NOT needed: build.rs uses the one vendored by the protoc-bin-vendored crate.
 #
 # Also checks that cargo is available and exports CARGO_TARGET_DIR
@@ -16,7 +21,7 @@
 
 set -euo pipefail
 
-FLOTILLA_APT_PACKAGES=(build-essential clang libclang-dev ca-certificates)
+FLOTILLA_APT_PACKAGES=(build-essential clang libclang-dev ca-certificates prometheus etcd-server)
 
 flotilla_as_root() {
     if [ "$(id -u)" -eq 0 ]; then

@@ -1,8 +1,9 @@
-//! The `flotilla` command line: `server` runs a node, `kv` talks to a
-//! cluster, `sim` runs the deterministic Raft simulator, `bench storage`
-//! measures group commit on this machine's disk and `bench raft` the Raft
-//! core's cost per idle group. (`demo`, `admin` and the client benchmark
-//! come with the operations issue.)
+//! The `flotilla` command line: `demo` runs a local 3-node cluster,
+//! `server` runs a node, `kv` talks to a
+//! cluster, `admin status` shows its nodes and shards, `sim` runs the
+//! deterministic Raft simulator, `bench storage` measures group commit on
+//! this machine's disk and `bench raft` the Raft core's cost per idle
+//! group.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,9 +13,6 @@ use clap::{Parser, Subcommand};
 
 use flotilla::bench::raft::{self as raft_bench, RaftBenchConfig};
 use flotilla::bench::storage::{self as storage_bench, StorageBenchConfig};
-use flotilla::cluster::ClusterConfig;
-use flotilla::node::NodeOptions;
-use flotilla::raft::NodeId;
 use flotilla::sim::multi::{run_multi, MultiConfig};
 use flotilla::sim::{run, SimConfig};
 
@@ -27,10 +25,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a local 3-node cluster in this process (data in ./flotilla-demo)
+    /// and print its endpoints, metrics URLs and example commands; Ctrl-C stops it.
+    Demo(flotilla::demo::DemoArgs),
     /// Run one node of a cluster until SIGTERM or Ctrl-C.
-    Server(ServerArgs),
+    /// Settings: flags > FLOTILLA_* variables > --config FILE > defaults.
+    Server(flotilla::config::ServerFlags),
     /// Read and write keys: put KEY VALUE | get KEY | delete KEY | cas KEY | scan.
     Kv(flotilla::client::cli::KvArgs),
+    /// Operate a cluster: `status` lists every node and shard (--json for scripts).
+    Admin(flotilla::client::admin_cli::AdminArgs),
     /// Run Raft groups in the deterministic simulator under faults and check
     /// safety and liveness (the same seed replays the same run).
     Sim {
@@ -47,10 +51,16 @@ enum Command {
         #[arg(long)]
         multi: bool,
     },
-    /// Measure one layer of a node on this machine (results: BENCHMARKS.md).
+    /// Load a running cluster (Flotilla, or etcd with --target etcd) through
+    /// its client API: `flotilla bench --endpoints ... --workload
+    /// put|get|mixed`; or measure one layer of a node with a subcommand
+    /// (results: BENCHMARKS.md).
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Bench {
         #[command(subcommand)]
-        bench: Bench,
+        bench: Option<Bench>,
+        #[command(flatten)]
+        load: flotilla::bench::kv::KvBenchArgs,
     },
 }
 
@@ -106,42 +116,21 @@ enum Bench {
         #[arg(long, default_value_t = 100)]
         proposals: usize,
     },
-    /// Load a running cluster through the client library (puts,
-    /// linearizable gets or a mix from N concurrent requests): ops/s and
-    /// latency percentiles.
+    /// The same as `flotilla bench` with flags (the older spelling): load a
+    /// running cluster through the client library (puts, linearizable gets
+    /// or a mix from N concurrent requests): ops/s and latency percentiles.
     Kv(flotilla::bench::kv::KvBenchArgs),
     /// CPU used by running processes (e.g. idle nodes), as % of one core.
     Idle(flotilla::bench::idle::IdleArgs),
 }
 
-#[derive(clap::Args)]
-struct ServerArgs {
-    /// This node's id (a positive integer, unique in the cluster).
-    #[arg(long)]
-    id: u64,
-    /// Address to serve clients and peers on, as HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:7001")]
-    listen: String,
-    /// Where the node keeps its data; created on first start.
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// Every member as ID=HOST:PORT,...; without it a one-node cluster is
-    /// created. Only needed on the first start: the data dir remembers it.
-    #[arg(long)]
-    initial_cluster: Option<String>,
-    /// Number of shards of a new cluster (default 64); stored in the data dir.
-    #[arg(long)]
-    shards: Option<u32>,
-    /// Address for Prometheus metrics (HTTP GET /metrics).
-    #[arg(long)]
-    metrics_listen: Option<String>,
-    /// A TOML configuration file.
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
-
 fn main() -> Result<std::process::ExitCode> {
     match Cli::parse().command {
+        Command::Demo(args) => {
+            // Warnings only, so the endpoints and commands stand out.
+            init_logging_at("warn");
+            tokio_runtime()?.block_on(flotilla::demo::run(args))?;
+        }
         Command::Server(args) => {
             init_logging();
             tokio_runtime()?.block_on(serve(args))?;
@@ -155,6 +144,10 @@ fn main() -> Result<std::process::ExitCode> {
                     flotilla::client::cli::exit_code(&error).into()
                 }
             });
+        }
+        Command::Admin(args) => {
+            init_logging();
+            return Ok(tokio_runtime()?.block_on(flotilla::client::admin_cli::run_admin(args)));
         }
         Command::Sim { multi: true, seed, seeds, first_seed } => {
             let range = match seed {
@@ -182,7 +175,8 @@ fn main() -> Result<std::process::ExitCode> {
         }
         Command::Sim { seeds, first_seed, seed: None, .. } => simulate(first_seed, seeds)?,
         Command::Bench {
-            bench: Bench::Storage { groups, clients, seconds, warmup, rounds, dir, purge_after, apply_state },
+            bench: Some(Bench::Storage { groups, clients, seconds, warmup, rounds, dir, purge_after, apply_state }),
+            ..
         } => {
             let config = StorageBenchConfig {
                 groups,
@@ -197,23 +191,28 @@ fn main() -> Result<std::process::ExitCode> {
             let report = storage_bench::run(&config, |line| eprintln!("{line}"))?;
             print!("{}", storage_bench::format_report(&report));
         }
-        Command::Bench { bench: Bench::Raft { groups, ticks, ticks_per_second, proposals } } => {
+        Command::Bench { bench: Some(Bench::Raft { groups, ticks, ticks_per_second, proposals }), .. } => {
             let config = RaftBenchConfig { groups, ticks, ticks_per_second, proposals };
             let report = raft_bench::run(&config, |line| eprintln!("{line}"))?;
             print!("{}", raft_bench::format_report(&report));
         }
-        Command::Bench { bench: Bench::Kv(args) } => {
+        Command::Bench { bench: Some(Bench::Kv(args)), .. } | Command::Bench { bench: None, load: args } => {
             init_logging();
             tokio_runtime()?.block_on(flotilla::bench::kv::run_cli(args))?;
         }
-        Command::Bench { bench: Bench::Idle(args) } => flotilla::bench::idle::run_idle_cli(&args)?,
+        Command::Bench { bench: Some(Bench::Idle(args)), .. } => flotilla::bench::idle::run_idle_cli(&args)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Logs to stderr at `default` unless RUST_LOG says otherwise.
+fn init_logging_at(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -221,32 +220,26 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")
 }
 
-async fn serve(args: ServerArgs) -> Result<()> {
-    if let Some(path) = &args.config {
-        bail!("--config {}: configuration files are not supported yet; use the flags", path.display());
-    }
-    if args.id == 0 {
-        bail!("--id 0: node ids start at 1");
-    }
-    let mut options = NodeOptions::new(NodeId(args.id), args.data_dir.clone());
-    options.shards = args.shards;
-    if let Some(text) = &args.initial_cluster {
-        let members = ClusterConfig::parse_members(text).context("--initial-cluster")?;
-        if !members.contains_key(&NodeId(args.id)) {
-            bail!("--initial-cluster does not list this node's id {}", args.id);
-        }
-        options.initial_cluster = Some(members);
-    }
+async fn serve(flags: flotilla::config::ServerFlags) -> Result<()> {
+    let config = flotilla::config::load(&flags, &|name| std::env::var(name).ok())?;
     let listener =
-        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
-    if let Some(addr) = &args.metrics_listen {
-        let metrics = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-listen {addr}"))?;
-        tokio::spawn(serve_metrics_placeholder(metrics));
-    }
+        tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("listen {}", config.listen))?;
+    let metrics = match &config.metrics_listen {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics-listen {addr}"))?)
+        }
+        None => None,
+    };
+    let (id, options) = (config.node.id, config.node);
     let node = flotilla::node::start(options, listener).await.context("starting the node")?;
-    eprintln!("flotilla node {} serving on {}", args.id, node.addr);
+    let (stop_metrics, metrics_stop) = tokio::sync::watch::channel(false);
+    if let Some(metrics) = metrics {
+        tokio::spawn(serve_metrics(metrics, node.metrics_registry().clone(), metrics_stop));
+    }
+    eprintln!("flotilla node {id} serving on {}", node.addr);
     wait_for_signal().await?;
     tracing::info!("shutting down");
+    let _ = stop_metrics.send(true);
     node.stop(Duration::from_secs(5)).await;
     Ok(())
 }
@@ -260,22 +253,15 @@ async fn wait_for_signal() -> Result<()> {
     Ok(())
 }
 
-/// Answers every HTTP request with an empty exposition until the metrics
-/// issue fills it, so scrapers and the flag work today.
-async fn serve_metrics_placeholder(listener: tokio::net::TcpListener) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let _ = stream.read(&mut request).await;
-            let body = "# flotilla: metrics are not exported yet\n";
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
+/// Serves a node's registry on `--metrics-listen` until `stop`; a failure
+/// is logged and the node keeps serving clients.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    registry: prometheus::Registry,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Err(error) = flotilla::metrics::run(listener, registry, stop).await {
+        tracing::error!("the metrics endpoint stopped: {error}");
     }
 }
 

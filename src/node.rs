@@ -73,6 +73,10 @@ pub enum NodeError {
     Thread(std::io::Error),
     #[error("cannot read the listener's address: {0}")]
     Listener(std::io::Error),
+    #[error(transparent)]
+    Reflection(#[from] server::ReflectionError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// A started node. Dropping it without `stop` leaves the threads running
@@ -82,6 +86,11 @@ pub struct RunningNode {
     /// Where the gRPC services (client and peer) listen.
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    /// What the gRPC health service reports (NOT_SERVING once stopping).
+    health: server::Health,
+    /// This node's metrics (series labelled with its id), for a `/metrics`
+    /// endpoint: see `metrics_registry`.
+    metrics: prometheus::Registry,
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     event_loop: std::thread::JoinHandle<multiraft::Node>,
 }
@@ -108,18 +117,30 @@ fn cluster_config(engine: &Engine, options: &NodeOptions, listen: SocketAddr) ->
 /// Opens the node's storage and serves on `listener` until `stop`.
 pub async fn start(options: NodeOptions, listener: TcpListener) -> Result<RunningNode, NodeError> {
     let addr = listener.local_addr().map_err(NodeError::Listener)?;
+    // Built before anything starts, so an error leaves nothing running.
+    let (reflection_v1, reflection_v1alpha) = (server::reflection_v1()?, server::reflection_v1alpha()?);
+    let (health, health_service) = server::Health::starting().await;
     let engine = Arc::new(Engine::open(&options.data_dir.join("db"), options.id.0, &options.storage)?);
     let snapshots = Arc::new(SnapshotDir::open(&options.data_dir.join("snapshots"))?);
     let cluster = cluster_config(&engine, &options, addr)?;
     let view = cluster.view(options.id)?;
     let stats = Arc::new(multiraft::NodeStats::default());
+    let metrics = crate::metrics::node_registry(options.id, stats.clone())?;
     let (handle, inbox) = multiraft::channel(view.clone(), stats.clone(), options.inbox_capacity);
     let (shutdown, shutdown_signal) = watch::channel(false);
     let (events_sender, events) = mpsc::channel(1024);
     let peers = view.addresses.iter().filter(|(id, _)| **id != options.id).map(|(id, a)| (*id, a.clone())).collect();
     let mut transport_config = options.transport.clone();
     transport_config.node_id = options.id;
-    let transport = Transport::new(transport_config, peers, snapshots.clone(), events_sender, shutdown_signal.clone());
+    let peer_metrics = stats.metrics.peers.clone();
+    let transport = Transport::with_metrics(
+        transport_config,
+        peers,
+        snapshots.clone(),
+        events_sender,
+        shutdown_signal.clone(),
+        peer_metrics,
+    );
     let node = multiraft::Node::open(engine, snapshots, view.clone(), stats, options.runtime.clone())?;
     tracing::info!(
         node = %options.id, %addr, shards = cluster.shard_count, groups = node.group_count(),
@@ -131,20 +152,40 @@ pub async fn start(options: NodeOptions, listener: TcpListener) -> Result<Runnin
     let mut stop_signal = shutdown_signal;
     let services = tonic::transport::Server::builder()
         .add_service(transport.service())
-        .add_service(server::kv_service(handle.clone(), options.server.clone()));
+        .add_service(server::kv_service(handle.clone(), options.server.clone()))
+        .add_service(server::admin_service(handle.clone(), transport.clone(), options.server.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    tokio::spawn(health.clone().follow(handle.clone()));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tokio::spawn(services.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_signal.wait_for(|stop| *stop).await;
     }));
-    Ok(RunningNode { handle, addr, shutdown, server, event_loop })
+    Ok(RunningNode { handle, addr, shutdown, health, metrics, server, event_loop })
 }
 
 impl RunningNode {
+    /// The node's Prometheus registry; serve it with `metrics::run`
+    /// (several nodes in one process each have their own).
+    pub fn metrics_registry(&self) -> &prometheus::Registry {
+        &self.metrics
+    }
+
+    /// The health service reports NOT_SERVING from now on, so probes and
+    /// load balancers turn away before the node stops; `stop` begins so.
+    pub async fn begin_stop(&self) {
+        self.health.stopping().await;
+    }
+
     /// Stops accepting, lets the event loop finish its turn (it answers
     /// every waiting request), and closes storage. Bounded: open peer
     /// streams get `grace` to close before the server is dropped.
     pub async fn stop(self, grace: Duration) {
+        self.begin_stop().await;
         let _ = self.shutdown.send(true);
+        // Ends health `Watch` streams, which would hold the server open.
+        self.health.close().await;
         let mut server = self.server;
         if tokio::time::timeout(grace, &mut server).await.is_err() {
             tracing::warn!("gRPC server did not stop within {grace:?}; dropping its connections");

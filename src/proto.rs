@@ -15,3 +15,7 @@
 #![allow(missing_docs, clippy::all)]
 
 tonic::include_proto!("flotilla.v1");
+
+/// Every `flotilla.v1` proto file as an encoded `FileDescriptorSet`, for
+/// the reflection service.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("flotilla_descriptor");

@@ -3,26 +3,15 @@
 //! through the others, and every key read back through the restarted node.
 //! Every process started is killed by its guard, even when the test fails.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support/process.rs"]
+mod process;
+use process::{free_port, KillOnDrop as Server};
+
 const BIN: &str = env!("CARGO_BIN_EXE_flotilla");
-
-/// Kills the server when dropped (a failing assertion included).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn start(id: u64, port: u16, cluster: &str, dir: &Path) -> Server {
     let log = std::fs::File::options().create(true).append(true).open(dir.join(format!("n{id}.log"))).unwrap();

@@ -98,7 +98,7 @@ fn a_snapshot_round_trips_to_another_node() {
     }
     let received = incoming.finish().unwrap();
     let mut batch = StorageBatch::new();
-    received.stage_install(&mut receiver_store, &mut batch).unwrap();
+    received.install(&mut receiver_store, None, &mut batch).unwrap();
     receiver.engine.commit(batch).unwrap();
 
     assert_eq!(all(&receiver, 5), all(&sender, 5), "same data after install");
@@ -218,7 +218,7 @@ fn a_refused_stale_install_leaves_the_batch_as_it_was() {
     other.stage_entries(&mut batch, &entries).unwrap();
     apply_entries(&mut other, &mut batch, &entries, None).unwrap();
     let shape_before = shape(&batch);
-    let error = file.stage_install(&mut store, &mut batch).unwrap_err().to_string();
+    let error = file.install(&mut store, None, &mut batch).unwrap_err().to_string();
     assert!(error.contains("group 5") && error.contains("older than the applied index 11"), "{error}");
     assert_eq!(shape(&batch), shape_before, "the refused install staged nothing");
     assert_eq!(staged(&batch, 5, "snap00000"), None, "no snapshot data staged");
@@ -252,8 +252,11 @@ fn entries_applied_after_an_install_in_the_same_batch_read_the_installed_data() 
     let mut batch = StorageBatch::new();
     // Newer than what the receiver applied (4), so it is installed.
     assert_eq!(file.metadata.index, LogIndex(6));
-    file.stage_install(&mut store, &mut batch).unwrap();
-    assert_eq!(staged(&batch, 5, "old-only"), Some(None), "the install deletes what the snapshot lacks");
+    file.install(&mut store, None, &mut batch).unwrap();
+    // The install is written to the engine at once (its data goes in as an
+    // ingested SST); the batch stages no data of the group.
+    assert_eq!(staged(&batch, 5, "old-only"), None, "the install stages no data into the batch");
+    assert_eq!(all(&receiver, 5), all(&sender, 5), "the installed data is in the engine already");
     let cas = |key: &str, expected: Option<&str>, new: Option<&str>| Command::CompareAndSwap {
         key: key.into(),
         expected: expected.map(Into::into),

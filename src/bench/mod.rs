@@ -1,7 +1,8 @@
 //! Benchmarks run by `flotilla bench …`: `storage` (group commit on this
 //! machine's disk), `raft` (the core's cost per idle group, batching), `kv`
-//! (a running cluster under load, through the client) and `idle` (the CPU
-//! of running processes).
+//! (a running cluster under load, through the client, or etcd through its
+//! own API; also plain `flotilla bench --endpoints ...`) and `idle` (the
+//! CPU of running processes).
 //!
 //! Owns: measuring one layer at a time on the local machine and reporting
 //! figures a person records in BENCHMARKS.md. Must not: change what it
@@ -10,7 +11,9 @@
 
 pub mod idle;
 pub mod kv;
+pub mod kv_load;
 pub mod kv_report;
+pub mod kv_target;
 pub mod raft;
 pub mod storage;
 

@@ -1,5 +1,5 @@
 //! The Rust client of Flotilla's `Kv` service, used by `flotilla kv` and
-//! `flotilla bench`.
+//! `flotilla bench`; `admin_cli` is `flotilla admin` (the `Admin` service).
 //!
 //! **Owns:** connections to the given endpoints and to the leaders that
 //! nodes name (one lazily connected channel per address), the routing cache (the
@@ -12,6 +12,7 @@
 //! API and the placement crate's fixed key -> shard mapping), hide an
 //! unknown outcome of a compare-and-swap, or retry an invalid argument.
 
+pub mod admin_cli;
 pub mod cli;
 mod error;
 mod retry;
@@ -396,14 +397,25 @@ impl Client {
     }
 
     /// Caches the leader an answer named for `key`'s shard, or forgets
-    /// `target` as its leader when it failed without naming one. Returns
+    /// `target` as its leader when it failed without naming one; a learned
+    /// address that did not answer at all is distrusted for a while (see
+    /// `Routing::mark_unreachable`). Returns
     /// whether a failed attempt named a different leader to go to now.
     fn learn_leader(&self, key: Option<&[u8]>, target: &str, hints: &Hints, succeeded: bool) -> bool {
-        let Some(key) = key else { return false };
         let mut routing = self.routing();
+        // Every answer carries the shard count: none means no answer came.
+        let answered = succeeded || hints.shard_count.is_some();
+        if answered {
+            routing.mark_reachable(target);
+        } else if !self.inner.endpoints.iter().any(|endpoint| endpoint == target) {
+            // An address learned from a hint; the given endpoints stay in
+            // the rotation whatever happens.
+            routing.mark_unreachable(target, Instant::now());
+        }
+        let Some(key) = key else { return false };
         match &hints.leader {
             Some(leader) => {
-                routing.learn_leader(key, leader.clone());
+                routing.learn_leader(key, leader.clone(), Instant::now());
                 !succeeded && leader != target
             }
             None => {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use flotilla_placement::ShardRing;
 use tonic::metadata::MetadataMap;
@@ -15,7 +16,16 @@ pub(super) struct Routing {
     ring: Option<Arc<ShardRing>>,
     /// Shard -> endpoint URI of its last known leader.
     leaders: HashMap<u32, String>,
+    /// Leader addresses learned from hints that then did not answer at
+    /// all, and since when. Hints naming one are ignored for
+    /// `DISTRUST_PERIOD`: an address this client cannot reach (a node
+    /// advertising an address valid only inside its own network) then
+    /// costs one failed attempt per period, not one per call.
+    unreachable: HashMap<String, Instant>,
 }
+
+/// How long a leader address that did not answer is not learned again.
+pub(super) const DISTRUST_PERIOD: Duration = Duration::from_secs(10);
 
 /// What one answer's metadata says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,7 +68,12 @@ impl Routing {
         self.shard_for_key(key).and_then(|shard| self.leaders.get(&shard).cloned())
     }
 
-    pub fn learn_leader(&mut self, key: &[u8], leader: String) {
+    pub fn learn_leader(&mut self, key: &[u8], leader: String, now: Instant) {
+        let distrusted =
+            self.unreachable.get(&leader).is_some_and(|since| now.duration_since(*since) < DISTRUST_PERIOD);
+        if distrusted {
+            return;
+        }
         if let Some(shard) = self.shard_for_key(key) {
             self.leaders.insert(shard, leader);
         }
@@ -71,6 +86,23 @@ impl Routing {
             if self.leaders.get(&shard).is_some_and(|cached| cached == endpoint) {
                 self.leaders.remove(&shard);
             }
+        }
+    }
+
+    /// A learned leader address did not answer: every shard forgets it,
+    /// and hints naming it are ignored for a while.
+    pub fn mark_unreachable(&mut self, endpoint: &str, now: Instant) {
+        // Expired entries go first: the map holds at most the addresses
+        // that failed within one period.
+        self.unreachable.retain(|_, since| now.duration_since(*since) < DISTRUST_PERIOD);
+        self.unreachable.insert(endpoint.to_owned(), now);
+        self.leaders.retain(|_, cached| cached != endpoint);
+    }
+
+    /// `endpoint` answered: it is trusted again.
+    pub fn mark_reachable(&mut self, endpoint: &str) {
+        if !self.unreachable.is_empty() {
+            self.unreachable.remove(endpoint);
         }
     }
 }
@@ -111,12 +143,13 @@ mod tests {
 
     #[test]
     fn leaders_are_cached_per_shard_and_dropped_with_the_ring() {
+        let now = Instant::now();
         let mut routing = Routing::default();
-        routing.learn_leader(b"k", "http://a".into());
+        routing.learn_leader(b"k", "http://a".into(), now);
         assert_eq!(routing.leader_for_key(b"k"), None, "no ring yet: no shard to cache for");
         routing.install_ring(ShardRing::new(8).unwrap());
         assert_eq!(routing.shard_for_key(b"k"), Some(ShardRing::new(8).unwrap().shard_for_key(b"k")));
-        routing.learn_leader(b"k", "http://a".into());
+        routing.learn_leader(b"k", "http://a".into(), now);
         assert_eq!(routing.leader_for_key(b"k").as_deref(), Some("http://a"));
         routing.forget_leader(b"k", "http://b");
         assert_eq!(routing.leader_for_key(b"k").as_deref(), Some("http://a"), "only the failed one is dropped");
@@ -124,9 +157,37 @@ mod tests {
         assert_eq!(routing.leader_for_key(b"k").as_deref(), Some("http://a"), "same ring: cache kept");
         routing.forget_leader(b"k", "http://a");
         assert_eq!(routing.leader_for_key(b"k"), None);
-        routing.learn_leader(b"k", "http://a".into());
+        routing.learn_leader(b"k", "http://a".into(), now);
         routing.install_ring(ShardRing::new(16).unwrap());
         assert_eq!(routing.shard_count(), Some(16));
         assert_eq!(routing.leader_for_key(b"k"), None, "a new ring drops the cache");
+    }
+
+    /// A leader address that never answers is dropped from every shard and
+    /// not learned again from hints until the distrust period has passed,
+    /// or until it answers.
+    #[test]
+    fn an_unreachable_leader_address_is_distrusted_for_a_while() {
+        let start = Instant::now();
+        let ring = ShardRing::new(8).unwrap();
+        let k1 = b"a".as_slice();
+        let k2 = (0..100u32).map(u32::to_be_bytes).find(|k| ring.shard_for_key(k) != ring.shard_for_key(k1)).unwrap();
+        let mut routing = Routing::default();
+        routing.install_ring(ring);
+        routing.learn_leader(k1, "http://far".into(), start);
+        routing.learn_leader(&k2, "http://far".into(), start);
+        routing.mark_unreachable("http://far", start);
+        assert_eq!((routing.leader_for_key(k1), routing.leader_for_key(&k2)), (None, None), "every shard forgets it");
+        let later = start + DISTRUST_PERIOD / 2;
+        routing.learn_leader(k1, "http://far".into(), later);
+        assert_eq!(routing.leader_for_key(k1), None, "a hint naming it is ignored within the period");
+        routing.learn_leader(k1, "http://near".into(), later);
+        assert_eq!(routing.leader_for_key(k1).as_deref(), Some("http://near"), "other addresses are learned");
+        routing.learn_leader(k1, "http://far".into(), start + DISTRUST_PERIOD);
+        assert_eq!(routing.leader_for_key(k1).as_deref(), Some("http://far"), "learned again after the period");
+        routing.mark_unreachable("http://far", later);
+        routing.mark_reachable("http://far");
+        routing.learn_leader(k1, "http://far".into(), later);
+        assert_eq!(routing.leader_for_key(k1).as_deref(), Some("http://far"), "an answer restores trust");
     }
 }

@@ -17,9 +17,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::api::RequestError;
 use super::node::Node;
+use super::snapshot_builder::SnapshotBuilder;
 use super::turn::Outbox;
 use super::Input;
 use crate::raft::{GroupId, NodeId};
+use crate::storage::{StorageBatch, StorageError};
 use crate::transport::{Transport, TransportEvent};
 
 /// Inputs drained per source per turn, so one busy source cannot starve
@@ -59,6 +61,15 @@ impl EventLoop {
 
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Node {
         let mut next_tick = tokio::time::Instant::now() + self.tick_interval;
+        let engine = self.node.engine.clone();
+        let mut builder = match SnapshotBuilder::start(self.node.id(), engine, self.node.snapshots.clone()) {
+            Ok(builder) => builder,
+            Err(error) => {
+                tracing::error!(node = %self.node.id(), "cannot start the snapshot build thread: {error}");
+                self.node.shut_down();
+                return self.node;
+            }
+        };
         loop {
             if *shutdown.borrow() {
                 break;
@@ -72,7 +83,8 @@ impl EventLoop {
                     }
                     _ = tokio::time::sleep_until(next_tick) => {}
                     Some(event) = self.events.recv() => self.on_event(event),
-                    Some(input) = self.inbox.recv() => self.on_input(input),
+                    Some(input) = self.inbox.recv() => self.on_input(input, Instant::now()),
+                    Some((group, built)) = builder.built.recv() => self.node.on_snapshot_built(group, built),
                 }
             }
             // The clock runs even when every turn has work (a busy
@@ -84,8 +96,8 @@ impl EventLoop {
                 self.node.on_tick(now.into_std());
                 next_tick = (next_tick + self.tick_interval).max(now);
             }
-            self.drain();
-            if let Err(error) = self.turn() {
+            self.drain(&mut builder);
+            if let Err(error) = self.turn(&builder) {
                 // What was staged may or may not be on disk, exactly as
                 // after a crash; a restart recovers, carrying on would not.
                 tracing::error!(node = %self.node.id(), "storage write failed, stopping the node: {error}");
@@ -94,15 +106,22 @@ impl EventLoop {
         }
         // Requests still queued were never proposed: "not done", retryable.
         self.inbox.close();
-        while let Ok(Input::Request(request)) = self.inbox.try_recv() {
-            let _ = request.reply.send(Err(RequestError::ShuttingDown));
+        // A status query dropped here reads as "shutting down" to its caller.
+        while let Ok(input) = self.inbox.try_recv() {
+            if let Input::Request(request) = input {
+                let _ = request.reply.send(Err(RequestError::ShuttingDown));
+            }
         }
+        builder.stop();
         self.node.shut_down();
         self.node
     }
 
-    fn drain(&mut self) {
+    fn drain(&mut self, builder: &mut SnapshotBuilder) {
         let now = Instant::now();
+        while let Ok((group, built)) = builder.built.try_recv() {
+            self.node.on_snapshot_built(group, built);
+        }
         for _ in 0..MAX_DRAIN_PER_TURN {
             match self.events.try_recv() {
                 Ok(event) => self.on_event(event),
@@ -111,15 +130,19 @@ impl EventLoop {
         }
         for _ in 0..MAX_DRAIN_PER_TURN {
             match self.inbox.try_recv() {
-                Ok(Input::Request(request)) => self.node.on_request(request, now),
+                Ok(input) => self.on_input(input, now),
                 Err(_) => break,
             }
         }
     }
 
-    fn on_input(&mut self, input: Input) {
+    fn on_input(&mut self, input: Input, now: Instant) {
         match input {
-            Input::Request(request) => self.node.on_request(request, Instant::now()),
+            Input::Request(request) => self.node.on_request(request, now),
+            // Answered at once from memory: the loop never waits on the caller.
+            Input::Status(reply) => {
+                let _ = reply.send(self.node.group_statuses());
+            }
         }
     }
 
@@ -129,13 +152,14 @@ impl EventLoop {
             TransportEvent::PeerUp(node) => self.node.on_peer_up(node),
             TransportEvent::PeerDown(node) => self.node.on_peer_down(node),
             TransportEvent::SnapshotReceived { from, group, message, file, done } => {
+                self.node.stats.snapshots_received.fetch_add(1, Ordering::Relaxed);
                 self.node.on_snapshot_received(from, group, message, file, done)
             }
             TransportEvent::SnapshotSent { to, group, delivered } => self.node.on_snapshot_sent(to, group, delivered),
         }
     }
 
-    fn turn(&mut self) -> Result<(), crate::storage::StorageError> {
+    fn turn(&mut self, builder: &SnapshotBuilder) -> Result<(), crate::storage::StorageError> {
         let mut turn = self.node.prepare_turn();
         let stats = self.node.stats.clone();
         stats.turns.fetch_add(1, Ordering::Relaxed);
@@ -154,14 +178,42 @@ impl EventLoop {
             "a Ready that must sync staged a batch that does not"
         );
         let batch = std::mem::take(&mut turn.batch);
-        self.node.engine.commit(batch)?;
+        self.write(batch, turn.started, turn.applied_entries)?;
+        let builds = std::mem::take(&mut turn.snapshot_builds);
         let late = self.node.finish_turn(turn);
+        // After `advance`: a build that cannot start is reported to its
+        // group at once.
+        for group in builds {
+            if let Err(error) = builder.submit(group) {
+                self.node.on_snapshot_built(group, Err(error));
+            }
+        }
         for (to, groups) in early_failures {
             self.node.on_send_failed(to, &groups);
         }
         for (to, groups) in self.send(late) {
             self.node.on_send_failed(to, &groups);
         }
+        Ok(())
+    }
+
+    /// Writes the turn's batch (its commit point) and records it: latency,
+    /// entries and bytes when it synced, and commit-to-apply for the
+    /// entries it applies (committed as of `started`, applied once written).
+    fn write(&self, batch: StorageBatch, started: Instant, applied_entries: usize) -> Result<(), StorageError> {
+        let engine = &self.node.engine;
+        let (syncs, entries, bytes) = (engine.sync_count(), batch.entry_count(), batch.size_bytes());
+        let writing = Instant::now();
+        engine.commit(batch)?;
+        let written = Instant::now();
+        let recorder = &self.node.recorder;
+        // The engine counts the writes it synced (an apply-only batch, or
+        // a test engine without fsync, does not).
+        if engine.sync_count() != syncs {
+            recorder.synced(written - writing, entries, bytes);
+        }
+        recorder.entries_applied(applied_entries, written.saturating_duration_since(started));
+        recorder.flush();
         Ok(())
     }
 

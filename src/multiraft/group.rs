@@ -42,6 +42,8 @@ pub(super) struct PendingRead {
 pub(super) struct Proposal {
     pub id: ProposalId,
     pub waiter: Waiter,
+    /// The start of the turn that proposed it (propose-to-commit latency).
+    pub proposed_at: Instant,
 }
 
 pub(super) struct Group {
@@ -98,15 +100,16 @@ impl Group {
     /// fails the proposals the entry proves lost: an entry at their index
     /// with another term means theirs was overwritten and will never apply.
     /// The answers are queued in `answers`: they go out only once the
-    /// batch holding the apply is written.
+    /// batch holding the apply is written. Returns when the entry was
+    /// proposed, if this node proposed it.
     pub fn resolve_applied(
         &mut self,
         index: LogIndex,
         term: crate::raft::Term,
         result: &CommandResult,
         answers: &mut Vec<Answer>,
-    ) {
-        resolve_applied(&mut self.proposals, self.shard, ProposalId { index, term }, result, answers);
+    ) -> Option<Instant> {
+        resolve_applied(&mut self.proposals, self.shard, ProposalId { index, term }, result, answers)
     }
 
     /// A snapshot replaced the state up to `index`: proposals at or below
@@ -180,21 +183,24 @@ fn expire_reads(reads: &mut Vec<PendingRead>, now: Instant) {
 }
 
 /// Answers the proposals an applied entry (`applied`: its index and term)
-/// settles: every proposal at or below its index.
+/// settles: every proposal at or below its index. Returns when the
+/// applied entry's own proposal was made, if it is among them.
 fn resolve_applied(
     proposals: &mut BTreeMap<LogIndex, Vec<Proposal>>,
     shard: ShardId,
     applied: ProposalId,
     result: &CommandResult,
     answers: &mut Vec<Answer>,
-) {
+) -> Option<Instant> {
+    let mut proposed_at = None;
     while let Some(entry) = proposals.first_entry() {
         if *entry.key() > applied.index {
-            return;
+            break;
         }
         let at = *entry.key();
         for proposal in entry.remove() {
             let answer = if proposal.id == applied {
+                proposed_at = Some(proposal.proposed_at);
                 command_outcome(result)
             } else if at == applied.index {
                 // Another term's entry committed at this index: this
@@ -209,6 +215,7 @@ fn resolve_applied(
             answers.push((proposal.waiter, answer));
         }
     }
+    proposed_at
 }
 
 /// The client-facing outcome of an applied command.
@@ -227,7 +234,8 @@ mod tests {
     fn proposal(index: u64, term: u64) -> (Proposal, oneshot::Receiver<Result<Outcome, RequestError>>) {
         let (reply, answer) = oneshot::channel();
         let waiter = Waiter { reply, deadline: Instant::now() + std::time::Duration::from_secs(60) };
-        (Proposal { id: ProposalId { index: LogIndex(index), term: Term(term) }, waiter }, answer)
+        let id = ProposalId { index: LogIndex(index), term: Term(term) };
+        (Proposal { id, waiter, proposed_at: Instant::now() }, answer)
     }
 
     /// A leader of term 3 proposed at 7, 8 and 9, lost them, and leads
@@ -246,9 +254,11 @@ mod tests {
         let shard = ShardId(4);
         let mut answers = Vec::new();
         let noop = ProposalId { index: LogIndex(7), term: Term(5) };
-        resolve_applied(&mut proposals, shard, noop, &CommandResult::NoOp, &mut answers);
+        let proposed = resolve_applied(&mut proposals, shard, noop, &CommandResult::NoOp, &mut answers);
+        assert_eq!(proposed, None, "the new leader's no-op was proposed by no client");
         let put = ProposalId { index: LogIndex(8), term: Term(5) };
-        resolve_applied(&mut proposals, shard, put, &CommandResult::Put, &mut answers);
+        let proposed = resolve_applied(&mut proposals, shard, put, &CommandResult::Put, &mut answers);
+        assert!(proposed.is_some(), "8/t5's own proposal applied: its proposal time is reported");
         for (waiter, result) in answers.drain(..) {
             waiter.answer(result);
         }

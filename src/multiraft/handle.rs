@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::api::{Operation, Outcome, Request, RequestError, ShardId};
 use super::Input;
-use crate::raft::NodeId;
+use crate::raft::{GroupId, NodeId, Status};
 
 /// What every handle shares: fixed for the life of the node.
 pub struct ClusterView {
@@ -23,8 +23,9 @@ pub struct ClusterView {
     pub replicas: Vec<Vec<NodeId>>,
 }
 
-/// Counters the event loop keeps and anyone may read (tests, and later
-/// the metrics endpoint). Relaxed atomics: each is a statistic on its own.
+/// Counters the event loop keeps and anyone may read (tests, and the
+/// metrics endpoint reads them at scrape time). Relaxed atomics: each is a
+/// statistic on its own.
 #[derive(Debug, Default)]
 pub struct NodeStats {
     pub ticks: AtomicU64,
@@ -32,6 +33,8 @@ pub struct NodeStats {
     pub synced_turns: AtomicU64,
     pub peer_batches_sent: AtomicU64,
     pub snapshots_sent: AtomicU64,
+    /// Snapshots received whole from peers (installed or not).
+    pub snapshots_received: AtomicU64,
     pub snapshots_installed: AtomicU64,
     /// Quiesced groups woken because their leader's node went down.
     pub wakeups: AtomicU64,
@@ -40,6 +43,9 @@ pub struct NodeStats {
     pub groups_led: AtomicU64,
     /// Bytes held by all groups' log tail caches, as of the last sweep.
     pub cache_bytes: AtomicU64,
+    /// What the layers record where their events happen (histograms,
+    /// per-peer and per-method counters), for the node's registry.
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 #[derive(Clone)]
@@ -93,15 +99,35 @@ impl NodeHandle {
     pub async fn call(&self, shard: ShardId, operation: Operation, deadline: Instant) -> Result<Outcome, RequestError> {
         let (reply, answer) = oneshot::channel();
         let request = Request { shard, operation, deadline, reply };
-        match self.inbox.try_send(Input::Request(request)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                return Err(RequestError::Busy("the node's request queue is full".into()))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(RequestError::ShuttingDown),
-        }
+        self.enqueue(Input::Request(request))?;
         // A dropped reply sender means the loop stopped with the request
         // in hand: a write may have been proposed.
         answer.await.unwrap_or_else(|_| Err(RequestError::OutcomeUnknown("the node stopped".into())))
+    }
+
+    /// Every member's client address by node id, this node included.
+    pub fn members(&self) -> &BTreeMap<NodeId, String> {
+        &self.view.addresses
+    }
+
+    /// Every group this node hosts, with its Raft status as the event loop
+    /// sees it now. Answered between two turns (never blocks the loop).
+    pub async fn group_statuses(&self) -> Result<Vec<(GroupId, Status)>, RequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Input::Status(reply))?;
+        answer.await.map_err(|_| RequestError::ShuttingDown)
+    }
+
+    /// Resolves once the event loop no longer takes requests: it stopped
+    /// (shutdown, or a storage error that ended it).
+    pub async fn closed(&self) {
+        self.inbox.closed().await
+    }
+
+    fn enqueue(&self, input: Input) -> Result<(), RequestError> {
+        self.inbox.try_send(input).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => RequestError::Busy("the node's request queue is full".into()),
+            mpsc::error::TrySendError::Closed(_) => RequestError::ShuttingDown,
+        })
     }
 }

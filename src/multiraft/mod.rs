@@ -19,6 +19,7 @@ mod group;
 mod handle;
 mod maintenance;
 mod node;
+mod snapshot_builder;
 mod turn;
 
 pub use api::{Operation, Outcome, Request, RequestError, ShardId};
@@ -42,4 +43,7 @@ pub fn channel(
 /// Everything the event loop reacts to, in one bounded inbox.
 pub enum Input {
     Request(Request),
+    /// Every hosted group's Raft status, for the admin service and the
+    /// health check (an answer also shows that the loop is running).
+    Status(tokio::sync::oneshot::Sender<Vec<(crate::raft::GroupId, crate::raft::Status)>>),
 }

@@ -102,6 +102,11 @@ pub struct Node {
     /// Quiesced followers whose leader's node went down, woken a few per tick.
     pub(super) wake_queue: VecDeque<(GroupId, Wake)>,
     pub(super) incoming_snapshots: BTreeMap<GroupId, IncomingSnapshot>,
+    /// Snapshot builds the shell is running: each group's waiting
+    /// followers and their InstallSnapshot messages.
+    pub(super) building_snapshots: BTreeMap<GroupId, Vec<(NodeId, Message)>>,
+    /// Built snapshots to stream with the next turn.
+    pub(super) built_snapshots: Vec<(NodeId, GroupId, Message, SnapshotFile)>,
     /// Writes staged outside a turn (log purges), committed with the next
     /// turn's batch.
     pub(super) staged: Option<StorageBatch>,
@@ -111,6 +116,9 @@ pub struct Node {
     /// Read contexts are unique per node (the core's contract).
     pub(super) next_read_context: u64,
     pub(super) ticks: u64,
+    /// This thread's histograms (`stats.metrics.runtime`), flushed once
+    /// per turn by the shell.
+    pub(super) recorder: crate::metrics::LoopRecorder,
 }
 
 /// The Raft group of a shard (group 0 is kept for the meta group).
@@ -134,6 +142,8 @@ impl Node {
         // A new cluster's groups are led by their preferred replica (spread
         // evenly by placement) instead of whichever node starts first.
         let mut to_campaign = Vec::new();
+        let hosted = view.replicas.iter().enumerate().filter(|(_, replicas)| replicas.contains(&id));
+        snapshots.resume_installs(&engine, hosted.map(|(shard, _)| group_of(ShardId(shard as u32))))?;
         let mut batch = StorageBatch::new();
         for (shard, replicas) in view.replicas.iter().enumerate() {
             if !replicas.contains(&id) {
@@ -158,7 +168,9 @@ impl Node {
         engine.commit(batch)?;
         let awake = groups.keys().copied().collect();
         stats.groups.store(groups.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let recorder = stats.metrics.runtime.recorder();
         Ok(Node {
+            recorder,
             id,
             stats,
             engine,
@@ -174,6 +186,8 @@ impl Node {
             peers_up: BTreeSet::new(),
             wake_queue: VecDeque::new(),
             incoming_snapshots: BTreeMap::new(),
+            building_snapshots: BTreeMap::new(),
+            built_snapshots: Vec::new(),
             next_read_context: 1,
             staged: None,
             wake_queued: BTreeSet::new(),
@@ -201,7 +215,7 @@ impl Node {
 
     /// Whether any group has work for another turn right away.
     pub fn has_work(&self) -> bool {
-        !self.touched.is_empty() || self.staged.is_some()
+        !self.touched.is_empty() || self.staged.is_some() || !self.built_snapshots.is_empty()
     }
 
     /// A client request: checked and queued on its group, which proposes
@@ -306,6 +320,32 @@ impl Node {
             let _ = previous.done.send(Err("superseded by a newer snapshot".into()));
         }
         self.on_peer_messages(from, vec![(group, message)]);
+    }
+
+    /// A snapshot the shell built for `group` (see `Turn::snapshot_builds`):
+    /// it goes to every follower that waited for it with the next turn.
+    pub fn on_snapshot_built(&mut self, group: GroupId, built: Result<SnapshotFile, String>) {
+        let waiting = self.building_snapshots.remove(&group).unwrap_or_default();
+        match built {
+            Ok(file) => {
+                for (to, mut message) in waiting {
+                    // The receiver installs the file: the message must
+                    // describe exactly what the file holds.
+                    if let Some(snapshot) = message.snapshot.as_mut() {
+                        snapshot.metadata = file.metadata.clone();
+                    }
+                    self.built_snapshots.push((to, group, message, file.clone()));
+                }
+            }
+            Err(error) => {
+                let Some(g) = self.groups.get_mut(&group) else { return };
+                for (to, _) in waiting {
+                    tracing::warn!(%group, "cannot build a snapshot for node {to}: {error}");
+                    g.raw.report_snapshot(to, false);
+                }
+                self.after_input(group);
+            }
+        }
     }
 
     /// The outcome of a snapshot this node sent.
@@ -419,13 +459,18 @@ impl Node {
             self.tick_group(id);
         }
         let waiting: Vec<GroupId> = self.waiting.iter().copied().collect();
+        // Every group with a proposal is in `waiting`, so this sweep (paid
+        // anyway) counts them all.
+        let mut pending_proposals = 0;
         for id in waiting {
             let Some(group) = self.groups.get_mut(&id) else { continue };
             group.expire(now);
+            pending_proposals += group.proposals.values().map(Vec::len).sum::<usize>();
             if !group.has_waiters() {
                 self.waiting.remove(&id);
             }
         }
+        self.stats.metrics.runtime.pending_proposals.set(pending_proposals as i64);
         if self.ticks % self.config.compact_every_ticks.max(1) == 0 {
             self.maintain_logs();
         }
@@ -508,10 +553,12 @@ impl Node {
         for (_, incoming) in std::mem::take(&mut self.incoming_snapshots) {
             let _ = incoming.done.send(Err("the node is shutting down".into()));
         }
+        self.building_snapshots.clear();
+        self.built_snapshots.clear();
     }
 
     /// Every group's Raft status, as the core sees it now (not as of the
-    /// last Ready): for the simulator's checks and, later, admin status.
+    /// last Ready): for the simulator's checks and the admin service.
     pub fn group_statuses(&self) -> Vec<(GroupId, crate::raft::Status)> {
         self.groups.iter().map(|(id, group)| (*id, group.raw.status())).collect()
     }

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -37,14 +38,19 @@ pub struct Turn {
     pub early: Outbox,
     /// Snapshots to stream: (to, group, InstallSnapshot message, file).
     pub snapshots: Vec<(NodeId, GroupId, Message, SnapshotFile)>,
+    /// Groups whose snapshot the shell must build (off the loop's thread)
+    /// and report with `Node::on_snapshot_built`.
+    pub snapshot_builds: Vec<GroupId>,
     readies: Vec<(GroupId, Ready)>,
     answers: Vec<Answer>,
     /// Installed snapshots: the sender's ack, and the received file to
     /// remove once the install is written.
     installed: Vec<(oneshot::Sender<Result<(), String>>, std::path::PathBuf)>,
-    /// Snapshots that could not be built: (group, follower), reported to
-    /// the group after `advance`.
-    unbuilt_snapshots: Vec<(GroupId, NodeId)>,
+    /// When the turn began: the proposal time of its proposals and the
+    /// commit time of the entries its Readies hand over (for metrics).
+    pub started: Instant,
+    /// Committed entries whose apply is in `batch`.
+    pub applied_entries: usize,
 }
 
 impl Node {
@@ -55,11 +61,13 @@ impl Node {
             batch: self.staged.take().unwrap_or_default(),
             must_sync: false,
             early: Outbox::new(),
-            snapshots: Vec::new(),
+            snapshots: std::mem::take(&mut self.built_snapshots),
+            snapshot_builds: Vec::new(),
             readies: Vec::new(),
             answers: Vec::new(),
             installed: Vec::new(),
-            unbuilt_snapshots: Vec::new(),
+            started: Instant::now(),
+            applied_entries: 0,
         };
         for id in std::mem::take(&mut self.touched) {
             self.submit_requests(id, &mut turn);
@@ -91,8 +99,10 @@ impl Node {
             let data = writes.iter().map(|(command, _)| encode_command(command)).collect();
             match group.raw.propose_batch(data) {
                 Ok(ids) => {
+                    self.stats.metrics.runtime.proposals.inc_by(ids.len() as u64);
                     for (id, (_, waiter)) in ids.into_iter().zip(writes) {
-                        group.proposals.entry(id.index).or_default().push(Proposal { id, waiter });
+                        let proposal = Proposal { id, waiter, proposed_at: turn.started };
+                        group.proposals.entry(id.index).or_default().push(proposal);
                     }
                 }
                 Err(error) => {
@@ -133,6 +143,7 @@ impl Node {
             if was != is {
                 if is == 1 {
                     self.stats.groups_led.fetch_add(1, Ordering::Relaxed);
+                    self.stats.metrics.runtime.elections_won.inc();
                 } else {
                     self.stats.groups_led.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -142,21 +153,15 @@ impl Node {
         }
         for message in &ready.messages {
             if message.kind == MessageKind::InstallSnapshot {
-                match self.snapshots.build(&self.engine, id) {
-                    Ok(file) => {
-                        let mut message = message.clone();
-                        // The receiver installs the file: the message must
-                        // describe exactly what the file holds.
-                        if let Some(snapshot) = message.snapshot.as_mut() {
-                            snapshot.metadata = file.metadata.clone();
-                        }
-                        turn.snapshots.push((message.to, id, message, file));
-                    }
-                    Err(error) => {
-                        tracing::warn!(group = %id, "cannot build a snapshot for node {}: {error}", message.to);
-                        turn.unbuilt_snapshots.push((id, message.to));
-                    }
+                // One build per group at a time serves every follower that
+                // needs it meanwhile; a follower asking again replaces its
+                // older message.
+                let waiting = self.building_snapshots.entry(id).or_default();
+                if waiting.is_empty() {
+                    turn.snapshot_builds.push(id);
                 }
+                waiting.retain(|(to, _)| *to != message.to);
+                waiting.push((message.to, message.clone()));
             } else {
                 turn.early.entry(message.to).or_default().push((id, message.clone()));
             }
@@ -169,13 +174,21 @@ impl Node {
                 let _ = incoming.done.send(Err("the snapshot file does not match its message".into()));
                 return Err("snapshot file and message disagree".into());
             }
-            incoming.file.stage_install(group.raw.store_mut(), &mut turn.batch).map_err(|e| e.to_string())?;
+            // On an error the group fails: its in-memory state may be ahead
+            // of its data, and a restart finishes the install.
+            let storage = group.raw.store_mut();
+            incoming.file.install(storage, ready.hard_state, &mut turn.batch).map_err(|e| e.to_string())?;
             turn.installed.push((incoming.done, incoming.file.path.clone()));
             group.resolve_snapshot(snapshot.metadata.index, &mut turn.answers);
         }
         let storage = group.raw.store_mut();
         storage.stage_entries(&mut turn.batch, &ready.entries).map_err(|e| e.to_string())?;
         if let Some(hard_state) = ready.hard_state {
+            // A campaign is a new term with a vote for itself; a vote for
+            // another candidate is not.
+            if hard_state.term > storage.hard_state().term && hard_state.vote == Some(self.id) {
+                self.stats.metrics.runtime.elections_started.inc();
+            }
             storage.stage_hard_state(&mut turn.batch, hard_state);
         }
         self.apply_committed(id, ready, turn)
@@ -209,9 +222,12 @@ impl Node {
                 .map_err(|e| e.to_string())?;
             for result in applied {
                 let term = terms.get(&result.index).copied().unwrap_or_default();
-                group.resolve_applied(result.index, term, &result.result, &mut turn.answers);
+                if let Some(proposed) = group.resolve_applied(result.index, term, &result.result, &mut turn.answers) {
+                    self.recorder.proposal_committed(turn.started.saturating_duration_since(proposed));
+                }
             }
         }
+        turn.applied_entries += entries.len();
         Ok(())
     }
 
@@ -264,12 +280,6 @@ impl Node {
             self.after_input(id);
         }
         self.stats.groups_quiesced.store(self.quiesced_count() as u64, Ordering::Relaxed);
-        for (id, to) in turn.unbuilt_snapshots {
-            if let Some(group) = self.groups.get_mut(&id) {
-                group.raw.report_snapshot(to, false);
-                self.after_input(id);
-            }
-        }
         // Inputs come only between turns, so a snapshot that arrived before
         // this turn and was not installed by it was refused by the core
         // (stale, or a configuration without this node).

@@ -90,6 +90,12 @@ impl Forwarder {
     }
 
     fn client(&self, address: &str) -> Result<KvClient<Channel>, Failure> {
+        Ok(KvClient::new(self.channel(address)?).max_decoding_message_size(MAX_RESPONSE_BYTES))
+    }
+
+    /// The lazily connected channel to the node at `address`, shared by
+    /// every service that asks that node something.
+    pub fn channel(&self, address: &str) -> Result<Channel, Failure> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
@@ -102,7 +108,7 @@ impl Forwarder {
                 channel
             }
         };
-        Ok(KvClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES))
+        Ok(channel)
     }
 }
 

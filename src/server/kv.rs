@@ -13,6 +13,7 @@ use super::scan::{self, ScanRange};
 use super::status::{check_key, check_length, check_value, response_metadata, CallContext, Failure};
 use super::ServerConfig;
 use crate::kv::{Command, CommandResult};
+use crate::metrics::{Method, RequestMetrics};
 use crate::multiraft::{NodeHandle, Operation, Outcome, RequestError, ShardId};
 use crate::proto::kv_client::KvClient;
 use crate::proto::kv_server::Kv;
@@ -26,6 +27,7 @@ pub struct KvService {
     config: ServerConfig,
     /// Shared with a scan's per-shard tasks.
     forwarder: std::sync::Arc<Forwarder>,
+    metrics: RequestMetrics,
 }
 
 /// Where a single-key request ended up.
@@ -38,7 +40,8 @@ enum Routed {
 
 impl KvService {
     pub fn new(node: NodeHandle, config: ServerConfig) -> KvService {
-        KvService { node, config, forwarder: std::sync::Arc::new(Forwarder::default()) }
+        let metrics = node.stats().metrics.requests.clone();
+        KvService { node, config, forwarder: std::sync::Arc::new(Forwarder::default()), metrics }
     }
 
     fn status(&self, failure: Failure) -> Status {
@@ -113,9 +116,49 @@ impl KvService {
     }
 }
 
+/// Every RPC is counted (by method and status code) and timed here,
+/// whatever path answered it: served, forwarded or refused.
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        self.measured(Method::Get, self.serve_get(request)).await
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        self.measured(Method::Put, self.serve_put(request)).await
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+        self.measured(Method::Delete, self.serve_delete(request)).await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        request: Request<CompareAndSwapRequest>,
+    ) -> Result<Response<CompareAndSwapResponse>, Status> {
+        self.measured(Method::CompareAndSwap, self.serve_compare_and_swap(request)).await
+    }
+
+    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+        self.measured(Method::Scan, self.serve_scan(request)).await
+    }
+}
+
+impl KvService {
+    /// Awaits `served` and records its status code and latency. A request
+    /// whose client went away (the future is dropped) counts as CANCELLED.
+    async fn measured<T>(
+        &self,
+        method: Method,
+        served: impl Future<Output = Result<Response<T>, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let mut observed = Observed { metrics: &self.metrics, method, started: Instant::now(), code: None };
+        let result = served.await;
+        observed.code = Some(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        result
+    }
+
+    async fn serve_get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let call = self.call_context(&request);
         let body = request.into_inner();
         check_key("key", &body.key, &self.config).map_err(|f| self.status(f))?;
@@ -132,7 +175,7 @@ impl Kv for KvService {
         Ok(self.reply(response, false))
     }
 
-    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+    async fn serve_put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let call = self.call_context(&request);
         let body = request.into_inner();
         check_key("key", &body.key, &self.config)
@@ -149,7 +192,7 @@ impl Kv for KvService {
         Ok(self.reply(response, true))
     }
 
-    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
+    async fn serve_delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let call = self.call_context(&request);
         let body = request.into_inner();
         check_key("key", &body.key, &self.config).map_err(|f| self.status(f))?;
@@ -164,7 +207,7 @@ impl Kv for KvService {
         Ok(self.reply(response, true))
     }
 
-    async fn compare_and_swap(
+    async fn serve_compare_and_swap(
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
@@ -191,7 +234,7 @@ impl Kv for KvService {
         Ok(self.reply(response, true))
     }
 
-    async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
+    async fn serve_scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let call = self.call_context(&request);
         let request_shard = request.metadata().get(super::SHARD_HEADER).cloned();
         let body = request.into_inner();
@@ -213,12 +256,26 @@ impl Kv for KvService {
         let page = scan::merge(pages, limit, self.config.scan_max_bytes);
         Ok(self.reply(ScanResponse { items: page.items, more: page.more }, false))
     }
-}
 
-impl KvService {
     async fn write(&self, command: Command, call: &CallContext) -> Result<Routed, Failure> {
         let shard = self.node.shard_for_key(command.key());
         self.route(shard, Operation::Write(command), call).await
+    }
+}
+
+/// Records one request when dropped: after its answer, or when the client
+/// went away mid-request (then as CANCELLED).
+struct Observed<'a> {
+    metrics: &'a RequestMetrics,
+    method: Method,
+    started: Instant,
+    code: Option<tonic::Code>,
+}
+
+impl Drop for Observed<'_> {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(tonic::Code::Cancelled);
+        self.metrics.observe(self.method, code, self.started.elapsed());
     }
 }
 

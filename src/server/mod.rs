@@ -1,4 +1,6 @@
-//! The client-facing gRPC services of a node (today: `Kv`, proto/kv.proto).
+//! The client-facing gRPC services of a node: `Kv` (proto/kv.proto),
+//! `Admin` (proto/admin.proto, see `admin`), and the standard health and
+//! reflection services (see `health`).
 //!
 //! **Owns:** decoding and validating client requests (key and value size
 //! limits, with errors naming the limit), each request's deadline (the
@@ -15,17 +17,23 @@
 //! unknown (that is reported as unknown, never as "not done": Redis-Raft #23),
 //! or let bad input panic.
 
+mod admin;
 mod forward;
+mod health;
 mod kv;
 mod scan;
 mod status;
 
 use std::time::Duration;
 
+pub use admin::AdminService;
+pub use health::{reflection_v1, reflection_v1alpha, Health, ReflectionError};
 pub use kv::KvService;
 
 use crate::multiraft::NodeHandle;
+use crate::proto::admin_server::AdminServer;
 use crate::proto::kv_server::KvServer;
+use crate::transport::Transport;
 
 /// Request metadata marking a request one node forwarded to another; a node
 /// never forwards such a request again, so forwarding cannot loop.
@@ -79,4 +87,10 @@ pub fn kv_service(node: NodeHandle, config: ServerConfig) -> KvServer<KvService>
     let largest_request = config.max_key_bytes.saturating_add(config.max_value_bytes.saturating_mul(2));
     let max_message = largest_request.saturating_add(64 << 10).max(4 << 20);
     KvServer::new(KvService::new(node, config)).max_decoding_message_size(max_message)
+}
+
+/// The `Admin` gRPC service of `node`; `transport` tells which peers are
+/// reachable.
+pub fn admin_service(node: NodeHandle, transport: Transport, config: ServerConfig) -> AdminServer<AdminService> {
+    AdminServer::new(AdminService::new(node, transport, config))
 }

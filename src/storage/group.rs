@@ -341,7 +341,7 @@ impl GroupStorage {
         let group = self.group;
         let (from, to) = keys::log_range(group, LogIndex::ZERO, LogIndex(u64::MAX));
         batch.delete_range(self.engine.cf(CF_RAFT_LOG), from, to);
-        for tag in [keys::STATE_HARD, keys::STATE_TRUNCATED, keys::STATE_CONF] {
+        for tag in [keys::STATE_HARD, keys::STATE_TRUNCATED, keys::STATE_CONF, keys::STATE_INSTALLING] {
             batch.delete(self.engine.cf(CF_RAFT_STATE), keys::state_key(group, tag));
         }
         batch.delete(self.engine.cf(CF_META), keys::apply_state_key(group));

@@ -24,6 +24,9 @@ pub const STATE_HARD: u8 = 0x01;
 pub const STATE_TRUNCATED: u8 = 0x02;
 /// The configuration as of the applied index.
 pub const STATE_CONF: u8 = 0x03;
+/// A snapshot install whose Raft state is written but whose data may not be
+/// (the name of its file in the snapshot directory): finished on restart.
+pub const STATE_INSTALLING: u8 = 0x04;
 
 /// Tags of `meta` keys.
 pub const META_FORMAT_VERSION: u8 = 0x01;

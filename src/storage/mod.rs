@@ -30,6 +30,7 @@ pub mod codec;
 mod engine;
 mod error;
 mod group;
+mod install;
 pub mod keys;
 pub mod snapshot;
 

@@ -8,7 +8,9 @@
 //! carry a byte stream of records `[key len u32][key][value len u32][value]`
 //! (a record may span chunks); the last is `END` (data chunk count, record
 //! count). The receiver checks every checksum and the sequence before it
-//! writes the file, and installing replaces the group's range in one batch.
+//! writes the file. Building reads one RocksDB snapshot and may run on any
+//! thread; installing streams the file into an SST (see `install`). Neither
+//! holds more than a chunk of the snapshot in memory.
 //!
 //! Files are written to `*.tmp`, fsynced, renamed, and the directory is
 //! fsynced (etcd #6368); leftovers of a crash are removed on open.
@@ -19,11 +21,9 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
-use super::batch::StorageBatch;
 use super::codec::{self, Reader};
 use super::engine::{rename_durably, Engine};
 use super::error::{Result, StorageError};
-use super::group::GroupStorage;
 use super::keys::{self, CF_DATA, CF_META, CF_RAFT_STATE};
 use crate::raft::{ConfState, GroupId, SnapshotMetadata};
 
@@ -32,7 +32,7 @@ pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 const HEADER_BYTES: usize = 4 + 8 + 1 + 4;
 const MAX_PAYLOAD_BYTES: usize = MAX_CHUNK_BYTES - HEADER_BYTES;
 const KIND_META: u8 = 1;
-const KIND_DATA: u8 = 2;
+pub(super) const KIND_DATA: u8 = 2;
 const KIND_END: u8 = 3;
 
 /// A complete, verified snapshot file.
@@ -51,21 +51,20 @@ pub struct SnapshotDir {
 }
 
 impl SnapshotDir {
-    /// Opens (creating) the directory and removes half-written files.
+    /// Opens (creating) the directory and removes half-written files
+    /// (`*.tmp`, and SSTs an install left before it ingested them).
     pub fn open(path: &Path) -> Result<SnapshotDir> {
         fs::create_dir_all(path).map_err(|e| StorageError::io(path, e))?;
-        for item in fs::read_dir(path).map_err(|e| StorageError::io(path, e))? {
-            let item = item.map_err(|e| StorageError::io(path, e))?;
-            if item.path().extension().is_some_and(|ext| ext == "tmp") {
-                fs::remove_file(item.path()).map_err(|e| StorageError::io(&item.path(), e))?;
-            }
-        }
-        Ok(SnapshotDir { path: path.to_path_buf() })
+        let dir = SnapshotDir { path: path.to_path_buf() };
+        dir.remove_files(|name| name.ends_with(".tmp") || name.ends_with(".sst"))?;
+        Ok(dir)
     }
 
     /// Builds a snapshot of the group from one consistent RocksDB snapshot
     /// (data, apply state and configuration as of the same instant), then
-    /// removes the group's older built files.
+    /// removes the group's older built files. Safe on any thread, at the
+    /// same time as the node writes; not twice at once for one group (both
+    /// would write the same file).
     pub fn build(&self, engine: &Engine, group: GroupId) -> Result<SnapshotFile> {
         let image = engine.db().snapshot();
         let read = |cf: &'static str, key: &[u8]| image.get_cf(engine.cf(cf), key);
@@ -119,20 +118,24 @@ impl SnapshotDir {
             final_dir: self.path.clone(),
             writer: Some(ChunkWriter::create(&temp)?),
             temp,
-            metadata: None,
-            data_chunks: 0,
-            records: RecordCounter::default(),
-            ended: None,
+            check: SnapshotCheck::default(),
         })
     }
 
-    /// Removes every file of `group` except `keep`.
+    /// Removes every file `group` built except `keep`. Received files are
+    /// left alone: one may be waiting for its install.
     pub fn remove_older(&self, group: GroupId, keep: &Path) -> Result<()> {
         let prefix = format!("{:016x}-", group.0);
+        let keep = keep.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        self.remove_files(|name| name.starts_with(&prefix) && name.ends_with("-built.snap") && name != keep)
+    }
+
+    /// Removes the files whose name `doomed` picks.
+    pub(super) fn remove_files(&self, doomed: impl Fn(&str) -> bool) -> Result<()> {
         for item in fs::read_dir(&self.path).map_err(|e| StorageError::io(&self.path, e))? {
             let path = item.map_err(|e| StorageError::io(&self.path, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with(&prefix) && name.ends_with(".snap") && path != keep {
+            if doomed(name) {
                 fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
             }
         }
@@ -151,45 +154,26 @@ impl SnapshotFile {
         Ok(ChunkReader { group: self.group, path: self.path.clone(), file: BufReader::new(file), next_seq: 0 })
     }
 
-    /// Stages installing this snapshot: the group's data range is replaced,
-    /// and the log, truncated state, apply state and membership are reset
-    /// to the snapshot, all in `batch` (one atomic write, so a crash never
-    /// leaves a gap between the snapshot and the log: Redis-Raft #43).
-    /// Nothing is staged unless the snapshot is not older than what the
-    /// group applied and every chunk verifies: all checks come before the
-    /// first write to the batch (all-or-nothing staging: see `batch`).
-    /// Later reads of the batch (`StorageBatch::staged_data`, which
-    /// `kv::apply_entries` uses) see the installed data and no key the
-    /// snapshot lacks.
-    pub fn stage_install(&self, storage: &mut GroupStorage, batch: &mut StorageBatch) -> Result<()> {
-        let group = storage.group();
-        if group != self.group {
-            return Err(StorageError::InvalidWrite { group, detail: format!("snapshot is of group {}", self.group) });
+    /// Opens a complete snapshot file of `group` found on disk, verifying
+    /// every chunk (one at a time) and its record count.
+    pub fn open(path: &Path, group: GroupId) -> Result<SnapshotFile> {
+        let file = SnapshotFile {
+            path: path.to_path_buf(),
+            group,
+            metadata: SnapshotMetadata::default(),
+            chunk_count: 0,
+            record_count: 0,
+        };
+        let mut check = SnapshotCheck::default();
+        let mut reader = file.chunks()?;
+        while let Some(chunk) = reader.next_chunk()? {
+            check.accept(group, &chunk)?;
         }
-        storage.check_snapshot(&self.metadata)?;
-        let (from, to) = group_data_range(group)?;
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut stream = Vec::new();
-        for chunk in self.chunks()? {
-            let (kind, payload) = chunk?;
-            if kind == KIND_DATA {
-                stream.extend_from_slice(&payload);
-                take_records(&mut stream, &mut pairs);
-            }
-        }
-        if !stream.is_empty() || pairs.len() as u64 != self.record_count {
-            let detail = format!("{} records decoded, {} expected", pairs.len(), self.record_count);
-            return Err(StorageError::BadSnapshotChunk { group, chunk: self.chunk_count, detail });
-        }
-        // From here on nothing can fail.
-        let engine = storage.engine().clone();
-        let cf = engine.cf(CF_DATA);
-        batch.stage_data_delete_range(cf, from, to);
-        for (key, value) in pairs {
-            batch.stage_data(cf, keys::data_key(group, &key), Some(value));
-        }
-        storage.stage_snapshot_state(batch, &self.metadata);
-        Ok(())
+        let (Some(metadata), Some((_, record_count))) = (check.metadata, check.ended) else {
+            let detail = "the file ends before its last chunk".to_string();
+            return Err(StorageError::BadSnapshotChunk { group, chunk: reader.next_seq, detail });
+        };
+        Ok(SnapshotFile { metadata, chunk_count: reader.next_seq, record_count, ..file })
     }
 }
 
@@ -198,26 +182,21 @@ fn snapshot_path(dir: &Path, group: GroupId, metadata: &SnapshotMetadata, origin
     dir.join(format!("{:016x}-{:016x}-{:016x}-{origin}.snap", group.0, metadata.term.0, metadata.index.0))
 }
 
-fn group_data_range(group: GroupId) -> Result<(Vec<u8>, Vec<u8>)> {
+pub(super) fn group_data_range(group: GroupId) -> Result<(Vec<u8>, Vec<u8>)> {
     match keys::group_range(group) {
         (from, Some(to)) => Ok((from, to)),
         (_, None) => Err(StorageError::InvalidWrite { group, detail: "group id u64::MAX is reserved".into() }),
     }
 }
 
-/// Moves every complete record at the front of `stream` into `pairs`.
-fn take_records(stream: &mut Vec<u8>, pairs: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-    let mut used = 0;
-    loop {
-        let mut reader = Reader::new(&stream[used..]);
-        let Ok(key_len) = reader.u32() else { break };
-        let Ok(key) = reader.take(key_len as usize) else { break };
-        let Ok(value_len) = reader.u32() else { break };
-        let Ok(value) = reader.take(value_len as usize) else { break };
-        pairs.push((key.to_vec(), value.to_vec()));
-        used += 8 + key.len() + value.len();
-    }
-    stream.drain(..used);
+/// The first complete record of `stream`: key, value and encoded size.
+pub(super) fn next_record(stream: &[u8]) -> Option<(&[u8], &[u8], usize)> {
+    let mut reader = Reader::new(stream);
+    let key_len = reader.u32().ok()?;
+    let key = reader.take(key_len as usize).ok()?;
+    let value_len = reader.u32().ok()?;
+    let value = reader.take(value_len as usize).ok()?;
+    Some((key, value, 8 + key.len() + value.len()))
 }
 
 fn encode_meta(group: GroupId, metadata: &SnapshotMetadata) -> Vec<u8> {
@@ -351,18 +330,59 @@ impl Iterator for ChunkReader {
     }
 }
 
+/// Checks a sequence of chunks as it goes: checksums, order, kinds, and
+/// the record and chunk counts the END chunk announces. Keeps only the
+/// bytes of a record that spans chunks.
 #[derive(Default)]
-struct RecordCounter {
+struct SnapshotCheck {
+    next_seq: u64,
+    metadata: Option<SnapshotMetadata>,
+    data_chunks: u64,
+    records: u64,
+    /// The start of a record whose rest is in the next chunk.
     pending: Vec<u8>,
-    count: u64,
+    /// (data chunk count, record count) announced by the END chunk.
+    ended: Option<(u64, u64)>,
 }
 
-impl RecordCounter {
-    fn feed(&mut self, payload: &[u8]) {
-        self.pending.extend_from_slice(payload);
-        let mut pairs = Vec::new();
-        take_records(&mut self.pending, &mut pairs);
-        self.count += pairs.len() as u64;
+impl SnapshotCheck {
+    fn accept(&mut self, group: GroupId, chunk: &[u8]) -> Result<()> {
+        let (seq, kind, payload) = parse_frame(group, chunk)?;
+        let bad = |detail: String| StorageError::BadSnapshotChunk { group, chunk: seq, detail };
+        if self.ended.is_some() {
+            return Err(bad("the snapshot is already complete".into()));
+        }
+        if seq != self.next_seq {
+            return Err(bad(format!("out of order: expected chunk {}", self.next_seq)));
+        }
+        match (kind, &self.metadata) {
+            (KIND_META, None) => self.metadata = Some(decode_meta(group, payload).map_err(bad)?),
+            (KIND_DATA, Some(_)) => {
+                self.pending.extend_from_slice(payload);
+                let mut used = 0;
+                while let Some((_, _, size)) = next_record(&self.pending[used..]) {
+                    used += size;
+                    self.records += 1;
+                }
+                self.pending.drain(..used);
+                self.data_chunks += 1;
+            }
+            (KIND_END, Some(_)) => {
+                let mut reader = Reader::new(payload);
+                let chunks = reader.u64().map_err(&bad)?;
+                let records = reader.u64().map_err(&bad)?;
+                if chunks != self.data_chunks || records != self.records || !self.pending.is_empty() {
+                    return Err(bad(format!(
+                        "end announces {chunks} data chunks and {records} records; received {} and {}",
+                        self.data_chunks, self.records
+                    )));
+                }
+                self.ended = Some((chunks, records));
+            }
+            _ => return Err(bad(format!("unexpected chunk kind {kind} at this point"))),
+        }
+        self.next_seq += 1;
+        Ok(())
     }
 }
 
@@ -374,52 +394,27 @@ pub struct SnapshotReceiver {
     temp: PathBuf,
     /// `None` once finished (the temp file was renamed).
     writer: Option<ChunkWriter>,
-    metadata: Option<SnapshotMetadata>,
-    data_chunks: u64,
-    records: RecordCounter,
-    /// (data chunk count, record count) announced by the END chunk.
-    ended: Option<(u64, u64)>,
+    check: SnapshotCheck,
 }
 
 impl SnapshotReceiver {
     /// Verifies one chunk (checksum, sequence, kind order) and keeps it.
     pub fn accept(&mut self, chunk: &[u8]) -> Result<()> {
         let group = self.group;
-        let (seq, kind, payload) = parse_frame(group, chunk)?;
-        let bad = |detail: String| StorageError::BadSnapshotChunk { group, chunk: seq, detail };
-        let writer = self.writer.as_mut().ok_or_else(|| bad("the snapshot is already complete".into()))?;
-        if seq != writer.next_seq {
-            return Err(bad(format!("out of order: expected chunk {}", writer.next_seq)));
-        }
-        match (kind, &self.metadata, self.ended) {
-            (KIND_META, None, None) => self.metadata = Some(decode_meta(group, payload).map_err(bad)?),
-            (KIND_DATA, Some(_), None) => {
-                self.records.feed(payload);
-                self.data_chunks += 1;
-            }
-            (KIND_END, Some(_), None) => {
-                let mut reader = Reader::new(payload);
-                let chunks = reader.u64().map_err(&bad)?;
-                let records = reader.u64().map_err(&bad)?;
-                if chunks != self.data_chunks || records != self.records.count || !self.records.pending.is_empty() {
-                    return Err(bad(format!(
-                        "end announces {chunks} data chunks and {records} records; received {} and {}",
-                        self.data_chunks, self.records.count
-                    )));
-                }
-                self.ended = Some((chunks, records));
-            }
-            _ => return Err(bad(format!("unexpected chunk kind {kind} at this point"))),
-        }
+        let Some(writer) = self.writer.as_mut() else {
+            let detail = "the snapshot is already complete".to_string();
+            return Err(StorageError::BadSnapshotChunk { group, chunk: self.check.next_seq, detail });
+        };
+        self.check.accept(group, chunk)?;
         writer.write_frame(chunk)
     }
 
     /// Makes the received snapshot durable; fails unless the END chunk came.
     pub fn finish(mut self) -> Result<SnapshotFile> {
         let group = self.group;
-        let (Some(metadata), Some((_, record_count))) = (self.metadata.clone(), self.ended) else {
+        let (Some(metadata), Some((_, record_count))) = (self.check.metadata.clone(), self.check.ended) else {
             let detail = "the stream ended before its last chunk".to_string();
-            return Err(StorageError::BadSnapshotChunk { group, chunk: self.data_chunks + 1, detail });
+            return Err(StorageError::BadSnapshotChunk { group, chunk: self.check.next_seq, detail });
         };
         let writer = self.writer.take().expect("not finished twice");
         let path = snapshot_path(&self.final_dir, group, &metadata, "received");

@@ -49,6 +49,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
+use crate::metrics::PeerMetrics;
 use crate::proto::raft_transport_server::RaftTransportServer;
 use crate::raft::{GroupId, Message, MessageKind, NodeId};
 use crate::storage::snapshot::{SnapshotDir, SnapshotFile};
@@ -188,6 +189,8 @@ pub(crate) struct Shared {
     /// in the snapshot directory, so a second transfer of it is refused.
     /// A std mutex, held only to insert or remove.
     receiving_groups: Mutex<HashSet<GroupId>>,
+    /// Per-peer traffic counters (the node's metrics).
+    metrics: PeerMetrics,
 }
 
 /// The transport's side of one peer's sender task.
@@ -204,13 +207,27 @@ struct PeerHandle {
 impl Transport {
     /// Starts one sender task per peer in `peers` (node id -> "host:port";
     /// an entry for this node itself is ignored). Must be called within a
-    /// Tokio runtime. `shutdown`: see the module documentation.
+    /// Tokio runtime. `shutdown`: see the module documentation. Its
+    /// traffic is counted in metrics nobody gathers; a node uses
+    /// [`Transport::with_metrics`].
     pub fn new(
         config: TransportConfig,
         peers: HashMap<NodeId, String>,
         snapshots: Arc<SnapshotDir>,
         events: mpsc::Sender<TransportEvent>,
         shutdown: watch::Receiver<bool>,
+    ) -> Transport {
+        Transport::with_metrics(config, peers, snapshots, events, shutdown, PeerMetrics::default())
+    }
+
+    /// [`Transport::new`], counting each peer's traffic in `metrics`.
+    pub fn with_metrics(
+        config: TransportConfig,
+        peers: HashMap<NodeId, String>,
+        snapshots: Arc<SnapshotDir>,
+        events: mpsc::Sender<TransportEvent>,
+        shutdown: watch::Receiver<bool>,
+        metrics: PeerMetrics,
     ) -> Transport {
         let permits = config.max_concurrent_snapshots.max(1);
         let shared = Arc::new(Shared {
@@ -223,6 +240,7 @@ impl Transport {
             receiving: Arc::new(Semaphore::new(permits)),
             receiving_groups: Mutex::new(HashSet::new()),
             config,
+            metrics,
         });
         let transport = Transport { shared };
         for (node, address) in peers {

@@ -14,6 +14,7 @@ use tonic::Streaming;
 
 use super::backoff::Backoff;
 use super::{codec, stopped, Shared, TransportEvent, Turn, MAX_MESSAGE_BYTES, STATE_DOWN, STATE_UP};
+use crate::metrics::PeerCounters;
 use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::MessageBatch;
 use crate::raft::NodeId;
@@ -54,6 +55,8 @@ pub(super) struct PeerTask {
     state: Arc<AtomicU8>,
     shutdown: watch::Receiver<bool>,
     backoff: Backoff,
+    /// This peer's traffic counters, resolved once.
+    counters: PeerCounters,
 }
 
 /// An open outgoing stream.
@@ -79,7 +82,8 @@ impl PeerTask {
         let config = &shared.config;
         let backoff = Backoff::new(config.reconnect_min, config.reconnect_max, config.node_id, peer);
         let shutdown = shared.shutdown.clone();
-        PeerTask { shared, peer, turns, address, state, shutdown, backoff }
+        let counters = shared.metrics.peer(peer);
+        PeerTask { shared, peer, turns, address, state, shutdown, backoff, counters }
     }
 
     pub(super) async fn run(mut self) {
@@ -173,7 +177,10 @@ impl PeerTask {
                     Err(status) => return Exit::Broken(format!("the stream failed: {status}")),
                 },
                 permit = stream.outbound.reserve(), if pending.is_some() => match (permit, pending.take()) {
-                    (Ok(permit), Some(batch)) => permit.send(batch),
+                    (Ok(permit), Some(batch)) => {
+                        self.count_sent(&batch);
+                        permit.send(batch);
+                    }
                     (Ok(_), None) => {}
                     (Err(_), _) => return Exit::Broken("the stream's request half closed".into()),
                 },
@@ -183,6 +190,15 @@ impl PeerTask {
                 },
             }
         }
+    }
+}
+
+impl PeerTask {
+    fn count_sent(&self, batch: &MessageBatch) {
+        let coalesced = (batch.heartbeats.len() + batch.heartbeat_responses.len()) as u64;
+        self.shared.metrics.heartbeats_coalesced.inc_by(coalesced);
+        self.counters.messages_sent.inc_by(batch.messages.len() as u64 + coalesced);
+        self.counters.batches_sent.inc();
     }
 }
 

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{codec, snapshot, stopped, Shared, TransportEvent};
+use crate::metrics::PeerCounters;
 use crate::proto::raft_transport_server::RaftTransport;
 use crate::proto::{MessageBatch, SnapshotAck, SnapshotChunk};
 use crate::raft::{GroupId, Message, MessageKind, NodeId};
@@ -64,6 +65,7 @@ async fn receive_batches(
     let mut shutdown = shared.shutdown.clone();
     // The node this stream comes from, fixed by its first batch.
     let mut sender: Option<NodeId> = None;
+    let mut counters: Option<PeerCounters> = None;
     loop {
         let next = tokio::select! {
             _ = stopped(&mut shutdown) => break,
@@ -95,6 +97,9 @@ async fn receive_batches(
         if messages.is_empty() {
             continue;
         }
+        let counters = counters.get_or_insert_with(|| shared.metrics.peer(from));
+        counters.messages_received.inc_by(messages.len() as u64);
+        counters.batches_received.inc();
         // Backpressure: while the event loop's channel is full this stream
         // is not read, and HTTP/2 flow control stops the peer.
         let event = TransportEvent::Batch { from, messages };

@@ -47,6 +47,13 @@ pub(super) enum Delivery {
         group: GroupId,
         delivered: bool,
     },
+    /// A snapshot this node built for one of its groups (the real shell
+    /// builds on another thread; here the build is synchronous and its
+    /// result arrives with the next step, still after the turn).
+    SnapshotBuilt {
+        group: GroupId,
+        built: Result<SnapshotFile, String>,
+    },
 }
 
 pub(super) struct SimNode {
@@ -385,6 +392,7 @@ impl World {
                     node.on_snapshot_received(from, group, message, file, done)
                 }
                 Delivery::SnapshotSent { to, group, delivered } => node.on_snapshot_sent(to, group, delivered),
+                Delivery::SnapshotBuilt { group, built } => node.on_snapshot_built(group, built),
             }
         }
         if (self.now + slot.tick_phase) % TICK_UNITS == 0 {
@@ -421,7 +429,15 @@ impl World {
         let node = self.nodes[index].node.as_mut().expect("up");
         let batch = std::mem::take(&mut turn.batch);
         node.engine().commit(batch).map_err(|e| format!("node {id}: write failed: {e}"))?;
+        let builds = std::mem::take(&mut turn.snapshot_builds);
         let late = node.finish_turn(turn);
+        let slot = &mut self.nodes[index];
+        if let (Some(node), Some(snapshots)) = (slot.node.as_ref(), slot.snapshots.as_ref()) {
+            for group in builds {
+                let built = snapshots.build(node.engine(), group).map_err(|e| e.to_string());
+                slot.inbox.push_back(Delivery::SnapshotBuilt { group, built });
+            }
+        }
         self.send(id, late);
         Ok(())
     }
