@@ -158,7 +158,10 @@ pub async fn start(options: NodeOptions, listener: TcpListener) -> Result<Runnin
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     tokio::spawn(health.clone().follow(handle.clone()));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Accepted sockets need TCP_NODELAY as much as the ones we dial: the
+    // answers and peer batches sent on them are small, and Nagle holding
+    // one back until the peer's delayed ACK cost 40 ms now and then.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(services.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_signal.wait_for(|stop| *stop).await;
     }));
