@@ -7,6 +7,8 @@
 //! `submit` (never blocking) and gets the file back through `built`,
 //! which it passes to `Node::on_snapshot_built` between turns.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -31,6 +33,9 @@ pub(super) struct SnapshotBuilder {
     /// Finished builds, read by the event loop. Bounded like the jobs: the
     /// thread waits (off the loop) when the loop is behind.
     pub built: mpsc::Receiver<Built>,
+    /// Set by `stop`: the thread starts no further build, even one already
+    /// queued (a build of a large shard takes seconds).
+    stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -38,15 +43,24 @@ impl SnapshotBuilder {
     pub fn start(node: NodeId, engine: Arc<Engine>, snapshots: Arc<SnapshotDir>) -> std::io::Result<SnapshotBuilder> {
         let (jobs, queued) = std_mpsc::sync_channel::<GroupId>(QUEUED_BUILDS);
         let (finished, built) = mpsc::channel(QUEUED_BUILDS);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stop = stopping.clone();
         let thread = std::thread::Builder::new().name(format!("flotilla-snap-{node}")).spawn(move || {
             while let Ok(group) = queued.recv() {
-                let result = snapshots.build(&engine, group).map_err(|error| error.to_string());
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // A panic fails this build, not the thread: the group waiting
+                // for it hears back and asks again later.
+                let result = catch_unwind(AssertUnwindSafe(|| snapshots.build(&engine, group)))
+                    .map_err(|_| "the snapshot build panicked".to_string())
+                    .and_then(|built| built.map_err(|error| error.to_string()));
                 if finished.blocking_send((group, result)).is_err() {
                     break; // the loop stopped
                 }
             }
         })?;
-        Ok(SnapshotBuilder { jobs: Some(jobs), built, thread: Some(thread) })
+        Ok(SnapshotBuilder { jobs: Some(jobs), built, stopping, thread: Some(thread) })
     }
 
     /// Queues a build of `group`; an error says why it cannot run now.
@@ -62,6 +76,7 @@ impl SnapshotBuilder {
     /// builds are dropped. Every engine handle the thread held is gone
     /// when this returns, so the caller may close the engine.
     pub fn stop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.jobs = None;
         self.built.close();
         // Results already sent are dropped with the channel; drain them so

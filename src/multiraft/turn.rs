@@ -43,9 +43,9 @@ pub struct Turn {
     pub snapshot_builds: Vec<GroupId>,
     readies: Vec<(GroupId, Ready)>,
     answers: Vec<Answer>,
-    /// Installed snapshots: the sender's ack, and the received file to
-    /// remove once the install is written.
-    installed: Vec<(oneshot::Sender<Result<(), String>>, std::path::PathBuf)>,
+    /// Installed snapshots: the sender's ack, the received file and the
+    /// install's own link to it, both removed once the install is written.
+    installed: Vec<(oneshot::Sender<Result<(), String>>, [std::path::PathBuf; 2])>,
     /// When the turn began: the proposal time of its proposals and the
     /// commit time of the entries its Readies hand over (for metrics).
     pub started: Instant,
@@ -177,8 +177,8 @@ impl Node {
             // On an error the group fails: its in-memory state may be ahead
             // of its data, and a restart finishes the install.
             let storage = group.raw.store_mut();
-            incoming.file.install(storage, ready.hard_state, &mut turn.batch).map_err(|e| e.to_string())?;
-            turn.installed.push((incoming.done, incoming.file.path.clone()));
+            let link = incoming.file.install(storage, ready.hard_state, &mut turn.batch).map_err(|e| e.to_string())?;
+            turn.installed.push((incoming.done, [incoming.file.path.clone(), link]));
             group.resolve_snapshot(snapshot.metadata.index, &mut turn.answers);
         }
         let storage = group.raw.store_mut();
@@ -239,11 +239,13 @@ impl Node {
             waiter.answer(result);
         }
         self.stats.snapshots_installed.fetch_add(turn.installed.len() as u64, Ordering::Relaxed);
-        for (done, path) in turn.installed {
+        for (done, paths) in turn.installed {
             let _ = done.send(Ok(()));
             // Installed and durable: the file has done its job.
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!("cannot remove installed snapshot {}: {error}", path.display());
+            for path in paths {
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::warn!("cannot remove installed snapshot {}: {error}", path.display());
+                }
             }
         }
         let mut late = Outbox::new();

@@ -8,13 +8,17 @@
 //! 1. one synced batch: the group's new Raft state (log cleared, truncated,
 //!    applied and membership at the snapshot, term and vote), a range
 //!    delete of its data, and the `STATE_INSTALLING` marker naming the
-//!    snapshot file;
+//!    install's own hard link to the snapshot file
+//!    (`<group>-installing.snap`: the transport may remove the received
+//!    name whenever it sees the install fail);
 //! 2. the SST is ingested (it sorts after the range delete, so the snapshot's
 //!    records are what the group reads);
-//! 3. the marker is deleted in the turn's batch.
+//! 3. the marker is deleted in the turn's batch, where the snapshot state
+//!    is staged again (the batch may hold an older log purge of the group).
 //!
-//! A restart that finds a marker redoes 1's data part and 2 from the file
-//! (which is kept until 3 is durable): [`SnapshotDir::resume_installs`].
+//! A restart that finds a marker redoes 1's data part and 2 from the link
+//! (kept until 3 is durable): [`SnapshotDir::resume_installs`]. A build
+//! refuses a group whose marker is set: its data is not there yet.
 //! A failure after write 1 has begun leaves the group's in-memory state
 //! ahead of its data: the caller must stop the group (its restart finishes
 //! the install), never serve it.
@@ -34,42 +38,54 @@ use crate::raft::{GroupId, HardState};
 
 impl SnapshotFile {
     /// Installs this snapshot into `storage`'s group: writes 1 and 2 above
-    /// happen now (write 1 fsynced); write 3 is staged into `batch`, which
-    /// otherwise gains nothing, so entries applied later in the same batch
-    /// read the installed data from the engine. `hard_state`, the Ready's,
-    /// is written with the install so that the stored term is never older
-    /// than the snapshot's.
+    /// happen now (write 1 fsynced); write 3 is staged into `batch`, so
+    /// entries applied later in the same batch read the installed data
+    /// from the engine. `hard_state`, the Ready's, is written with the
+    /// install so that the stored term is never older than the snapshot's.
+    ///
+    /// Returns the install's own link to the file, which the marker names:
+    /// the caller removes it once `batch` is durable. Until then the
+    /// received file itself may go (a transport that sees the install fail
+    /// removes it) without making the install impossible to finish.
     ///
     /// Refused with nothing written: a snapshot of another group, one older
     /// than what the group applied, or a file whose records do not verify.
+    /// After any error the group's state may be ahead of its data: the
+    /// caller must stop serving it (a restart finishes the install).
     pub fn install(
         &self,
         storage: &mut GroupStorage,
         hard_state: Option<HardState>,
         batch: &mut StorageBatch,
-    ) -> Result<()> {
-        let sst = self.write_install_state(storage, hard_state)?;
-        let engine = storage.engine();
-        ingest(engine, sst.as_deref())?;
+    ) -> Result<PathBuf> {
+        let (link, sst) = self.write_install_state(storage, hard_state)?;
+        let engine = storage.engine().clone();
+        ingest(&engine, sst.as_deref())?;
+        // `batch` may already hold a log purge of this group, staged by
+        // maintenance before the install: its truncated state would
+        // overwrite write 1's. Staged again, the snapshot has the last word.
+        storage.stage_snapshot_state(batch, &self.metadata);
         batch.delete(engine.cf(CF_RAFT_STATE), keys::state_key(self.group, keys::STATE_INSTALLING));
-        Ok(())
+        Ok(link)
     }
 
-    /// The checks, the SST and write 1; returns the SST to ingest.
+    /// The checks, the install's link, the SST and write 1; returns the
+    /// link and the SST to ingest.
     fn write_install_state(
         &self,
         storage: &mut GroupStorage,
         hard_state: Option<HardState>,
-    ) -> Result<Option<PathBuf>> {
+    ) -> Result<(PathBuf, Option<PathBuf>)> {
         let group = storage.group();
         if group != self.group {
             return Err(StorageError::InvalidWrite { group, detail: format!("snapshot is of group {}", self.group) });
         }
         storage.check_snapshot(&self.metadata)?;
         let engine = storage.engine().clone();
+        let link = self.link_for_install()?;
         let sst = self.write_sst()?;
         let mut first = StorageBatch::new();
-        first.put(engine.cf(CF_RAFT_STATE), keys::state_key(group, keys::STATE_INSTALLING), self.file_name()?);
+        first.put(engine.cf(CF_RAFT_STATE), keys::state_key(group, keys::STATE_INSTALLING), file_name(group, &link)?);
         let (from, to) = group_data_range(group)?;
         first.delete_range(engine.cf(CF_DATA), from, to);
         storage.stage_snapshot_state(&mut first, &self.metadata);
@@ -86,14 +102,25 @@ impl SnapshotFile {
             }
             return Err(error);
         }
-        Ok(sst)
+        Ok((link, sst))
     }
 
-    fn file_name(&self) -> Result<&str> {
-        self.path.file_name().and_then(|name| name.to_str()).ok_or_else(|| StorageError::InvalidWrite {
+    /// A second name for the file, `<group>-installing.snap`, owned by the
+    /// install (a hard link: no copy), made durable before write 1 names it.
+    fn link_for_install(&self) -> Result<PathBuf> {
+        let dir = self.path.parent().ok_or_else(|| StorageError::InvalidWrite {
             group: self.group,
-            detail: format!("snapshot path {} has no file name", self.path.display()),
-        })
+            detail: format!("snapshot path {} has no folder", self.path.display()),
+        })?;
+        let link = dir.join(format!("{:016x}-installing.snap", self.group.0));
+        match fs::remove_file(&link) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(StorageError::io(&link, error)),
+        }
+        fs::hard_link(&self.path, &link).map_err(|error| StorageError::io(&link, error))?;
+        sync_dir(dir)?;
+        Ok(link)
     }
 
     /// Streams the records into `<file>.sst`, verifying their count and
@@ -153,6 +180,17 @@ impl SnapshotFile {
         }
         Ok(records)
     }
+}
+
+fn file_name(group: GroupId, path: &Path) -> Result<&str> {
+    path.file_name().and_then(|name| name.to_str()).ok_or_else(|| StorageError::InvalidWrite {
+        group,
+        detail: format!("snapshot path {} has no file name", path.display()),
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| StorageError::io(dir, error))
 }
 
 /// Moves the SST into the database (a link, not a copy).
@@ -254,18 +292,23 @@ mod tests {
         (SnapshotFile::open(&copy, GROUP).unwrap(), data(&engine))
     }
 
-    /// Runs an install through write 1 (and the ingest when asked), "crashes", restarts, and checks
-    /// that the restart finished it: the snapshot's data and state, no
-    /// marker, no file left behind.
+    /// Runs an install through write 1 (and the ingest when asked),
+    /// "crashes", restarts, and checks that the restart finished it: the
+    /// snapshot's data and state, no marker, no file left behind. The
+    /// received file is gone before the crash, as when the transport
+    /// removes it after seeing the install fail: the install's own link
+    /// is what the restart reads.
     fn crash_and_restart(ingested_before_crash: bool) {
         let dir = tempfile::tempdir().unwrap();
         let (engine, snapshots) = open(dir.path());
         let mut store = group_with(&engine, "stale", 40);
         let (file, expected) = snapshot_for(&snapshots);
-        let sst = file.write_install_state(&mut store, None).unwrap();
+        let (link, sst) = file.write_install_state(&mut store, None).unwrap();
+        assert_ne!(link, file.path);
         if ingested_before_crash {
             ingest(&engine, sst.as_deref()).unwrap();
         }
+        fs::remove_file(&file.path).unwrap();
         drop((store, engine, snapshots));
 
         let (engine, snapshots) = open(dir.path());
@@ -299,9 +342,43 @@ mod tests {
         let (engine, snapshots) = open(dir.path());
         let mut store = group_with(&engine, "stale", 5);
         let (file, _) = snapshot_for(&snapshots);
-        file.write_install_state(&mut store, None).unwrap();
-        fs::remove_file(&file.path).unwrap();
+        let (link, _) = file.write_install_state(&mut store, None).unwrap();
+        fs::remove_file(&link).unwrap();
         let error = snapshots.resume_installs(&engine, [GROUP]).unwrap_err().to_string();
-        assert!(error.contains("cannot finish the snapshot install") && error.contains(".snap"), "{error}");
+        assert!(error.contains("cannot finish the snapshot install") && error.contains("installing.snap"), "{error}");
+    }
+
+    /// A log purge that maintenance staged into the turn's batch before the
+    /// install must not roll the truncated state back when the batch is
+    /// written after the install: the group reopens at the snapshot.
+    #[test]
+    fn a_purge_staged_before_the_install_in_the_same_batch_does_not_undo_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snapshots) = open(dir.path());
+        let mut store = group_with(&engine, "stale", 40);
+        let (file, expected) = snapshot_for(&snapshots);
+        let mut batch = StorageBatch::new();
+        store.stage_purge(&mut batch, LogIndex(30)).unwrap();
+        let link = file.install(&mut store, None, &mut batch).unwrap();
+        engine.commit(batch).unwrap();
+        fs::remove_file(link).unwrap();
+        drop(store);
+        let store = GroupStorage::open(engine.clone(), GROUP).unwrap().unwrap();
+        assert_eq!(store.truncated().index, file.metadata.index, "the snapshot's truncated state was written last");
+        assert_eq!(store.applied().index, file.metadata.index);
+        assert_eq!(data(&engine), expected);
+    }
+
+    /// A build that runs between an install's first write and its ingest
+    /// would ship the group without its data: it is refused.
+    #[test]
+    fn a_group_in_the_middle_of_an_install_is_not_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, snapshots) = open(dir.path());
+        let mut store = group_with(&engine, "stale", 5);
+        let (file, _) = snapshot_for(&snapshots);
+        file.write_install_state(&mut store, None).unwrap();
+        let error = snapshots.build(&engine, GROUP).unwrap_err().to_string();
+        assert!(error.contains("installing a snapshot"), "{error}");
     }
 }

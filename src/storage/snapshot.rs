@@ -72,6 +72,11 @@ impl SnapshotDir {
             .or(read(CF_RAFT_STATE, &keys::state_key(group, keys::STATE_TRUNCATED))?)
             .ok_or_else(|| StorageError::InvalidWrite { group, detail: "no such group to snapshot".into() })?;
         let (index, term) = codec::decode_index_term(group, "apply state", &applied)?;
+        // Between an install's first write and its ingest the group's data
+        // is not there yet (see `install`): such an image must not be sent.
+        if read(CF_RAFT_STATE, &keys::state_key(group, keys::STATE_INSTALLING))?.is_some() {
+            return Err(StorageError::InvalidWrite { group, detail: "the group is installing a snapshot".into() });
+        }
         let conf_state = match read(CF_RAFT_STATE, &keys::state_key(group, keys::STATE_CONF))? {
             Some(bytes) => codec::decode_conf_state(group, &bytes)?,
             None => ConfState::default(),

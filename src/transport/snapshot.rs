@@ -20,7 +20,7 @@ use super::{codec, lock, peer, stopped, Shared, TransportError, TransportEvent, 
 use crate::proto::raft_transport_client::RaftTransportClient;
 use crate::proto::{SnapshotAck, SnapshotChunk};
 use crate::raft::{GroupId, Message, MessageKind, NodeId, SnapshotMetadata};
-use crate::storage::snapshot::{SnapshotFile, SnapshotReceiver};
+use crate::storage::snapshot::{ChunkReader, SnapshotFile, SnapshotReceiver};
 use crate::storage::StorageError;
 
 /// Chunks read ahead of the RPC (each at most 1 MiB).
@@ -68,6 +68,9 @@ async fn transfer(
     if size > config.max_snapshot_bytes {
         return Err(fail(format!("{size} bytes exceed max_snapshot_bytes ({})", config.max_snapshot_bytes)));
     }
+    // Opened before waiting for a slot: a newer build of the group may
+    // replace the file meanwhile, and an open file keeps its contents.
+    let reader = file.chunks()?;
     let _slot = shared.sending.acquire().await.map_err(|_| TransportError::Closed)?;
     let connect_error = |detail: String| TransportError::Connect { peer: to, address: address.clone(), detail };
     let endpoint = peer::endpoint(&address).map_err(connect_error)?;
@@ -77,7 +80,7 @@ async fn transfer(
     let call = client.install_snapshot(ReceiverStream::new(requests));
     tokio::pin!(call);
     tokio::select! {
-        produced = produce(file, message, chunks, config.snapshot_chunk_timeout) => produced.map_err(fail)?,
+        produced = produce(file, reader, message, chunks, config.snapshot_chunk_timeout) => produced.map_err(fail)?,
         answer = &mut call => return Err(early_answer(to, group, answer)),
     }
     let wait = config.snapshot_chunk_timeout.saturating_mul(ANSWER_TIMEOUT_FACTOR);
@@ -120,6 +123,7 @@ fn early_answer(to: NodeId, group: GroupId, answer: Result<Response<SnapshotAck>
 /// Feeds the file's chunks to the RPC; the first carries the message.
 async fn produce(
     file: &SnapshotFile,
+    mut reader: ChunkReader,
     message: Message,
     chunks: mpsc::Sender<SnapshotChunk>,
     chunk_timeout: Duration,
@@ -128,7 +132,6 @@ async fn produce(
     if count == 0 {
         return Err("the snapshot file has no chunks".into());
     }
-    let mut reader = file.chunks().map_err(|e| e.to_string())?;
     let metadata = codec::metadata_to_proto(&file.metadata);
     let mut first = Some(codec::message_to_proto(message));
     for seq in 0..count {

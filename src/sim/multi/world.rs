@@ -116,8 +116,9 @@ pub struct World {
     pub(super) nodes: Vec<SimNode>,
     network: Vec<InFlight>,
     transfers: Vec<SnapshotTransfer>,
-    /// Snapshot acks awaited by senders: (sender, receiver, group, ack).
-    snapshot_acks: Vec<(NodeId, NodeId, GroupId, oneshot::Receiver<Result<(), String>>)>,
+    /// Snapshot acks awaited by senders: (sender, receiver, group, the
+    /// received file, ack).
+    snapshot_acks: Vec<(NodeId, NodeId, GroupId, PathBuf, oneshot::Receiver<Result<(), String>>)>,
     /// Unordered pairs of nodes that cannot talk.
     cut: BTreeSet<(NodeId, NodeId)>,
     clients: Vec<(ClientOp, oneshot::Receiver<Result<Outcome, RequestError>>)>,
@@ -347,16 +348,27 @@ impl World {
             };
             let (done, ack) = oneshot::channel();
             let (from, group, message) = (transfer.from, transfer.group, transfer.message);
+            let path = file.path.clone();
             self.nodes[receiver].inbox.push_back(Delivery::Snapshot { from, group, message, file, done });
-            self.snapshot_acks.push((transfer.from, transfer.to, transfer.group, ack));
+            self.snapshot_acks.push((transfer.from, transfer.to, transfer.group, path, ack));
         }
         let mut waiting = Vec::new();
-        for (from, to, group, mut ack) in std::mem::take(&mut self.snapshot_acks) {
-            match ack.try_recv() {
-                Ok(result) => self.tell_sender(from, to, group, result.is_ok()),
-                Err(oneshot::error::TryRecvError::Closed) => self.tell_sender(from, to, group, false),
-                Err(oneshot::error::TryRecvError::Empty) => waiting.push((from, to, group, ack)),
+        for (from, to, group, path, mut ack) in std::mem::take(&mut self.snapshot_acks) {
+            let delivered = match ack.try_recv() {
+                Ok(result) => result.is_ok(),
+                Err(oneshot::error::TryRecvError::Closed) => false,
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    waiting.push((from, to, group, path, ack));
+                    continue;
+                }
+            };
+            // As the transport does: a refused file is removed at once,
+            // whatever an install may have done with it (a crashed node's
+            // transport removes nothing).
+            if !delivered && self.up(to) {
+                let _ = std::fs::remove_file(&path);
             }
+            self.tell_sender(from, to, group, delivered);
         }
         self.snapshot_acks = waiting;
         Ok(())
