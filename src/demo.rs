@@ -95,7 +95,19 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         print_banner(&args, &ports, nodes[0].handle.shard_count());
         stop.await;
     }
-    eprintln!("stopping the demo cluster ...");
+    eprintln!("stopping the demo cluster ... (Ctrl-C again exits at once; acknowledged writes are on disk)");
+    tokio::spawn(async {
+        let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("second signal: exiting before the nodes stopped");
+        std::process::exit(130);
+    });
     let _ = stop_metrics.send(true);
     stop_all(nodes).await;
     eprintln!("stopped; the data stays in {} (start again to reuse it, remove it to start over)", args.dir.display());

@@ -207,6 +207,46 @@ async fn a_healthy_cluster_serves_forwarding_reads_limits_scans_and_the_kv_comma
     cluster.stop_all().await;
 }
 
+/// With 4 nodes a node lacks some shards and asks another node for their
+/// pages; every shard's page is cut at the byte budget, after however many
+/// keys fit. Laid out so that shard S's page holds one large value (the
+/// next, B, does not fit) while the merged page has room for many small
+/// keys after it: a merge that took those would skip B for good. It must
+/// keep only keys up to S's cut, and no page may exceed the budget by
+/// more than one item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_through_a_node_lacking_shards_page_by_bytes_without_losing_keys() {
+    let server = ServerConfig { scan_max_bytes: 1000, ..ServerConfig::default() };
+    let mut cluster = TestCluster::start(4, server).await;
+    let lacking: Vec<ShardId> =
+        (0..SHARDS).map(ShardId).filter(|&s| !cluster.nodes[&NodeId(1)].handle.hosts(s)).collect();
+    let shard = *lacking.first().expect("with 4 nodes and 3 replicas node 1 lacks some shards");
+    let big = |key: String| (key.into_bytes(), vec![b'B'; 600]);
+    let small = |key: String| (key.into_bytes(), b"s".to_vec());
+    let elsewhere = |prefix: &str| -> Vec<String> {
+        (0..40).map(|i| format!("{prefix}{i:02}")).filter(|k| cluster.shard_of(k.as_bytes()) != shard).collect()
+    };
+    let mut expected = vec![big(cluster.keys_in("c/a-", &[shard]).remove(0))];
+    expected.extend(elsewhere("c/b-").into_iter().take(5).map(small));
+    expected.push(big(cluster.keys_in("c/c-", &[shard]).remove(0)));
+    expected.extend(elsewhere("c/d-").into_iter().take(20).map(small));
+    let client = cluster.client(&[NodeId(1)], patient());
+    for (key, value) in &expected {
+        within(Duration::from_secs(25), "put", client.put(key.clone(), value.clone())).await.unwrap();
+    }
+    let scanned = within(Duration::from_secs(25), "scan", client.scan("c/", 1000)).await.unwrap();
+    let names = |pairs: &[(Vec<u8>, Vec<u8>)]| -> Vec<String> {
+        pairs.iter().map(|(key, _)| String::from_utf8_lossy(key).into_owned()).collect()
+    };
+    assert_eq!(names(&scanned), names(&expected), "every key once, in order");
+    assert!(scanned == expected, "and every value intact");
+    let page = within(Duration::from_secs(25), "page", client.scan_page(b"c/".to_vec(), Vec::new(), 1000)).await;
+    let page = page.unwrap();
+    let bytes: usize = page.items.iter().map(|(key, value)| key.len() + value.len()).sum();
+    assert!(page.more && bytes <= 1000, "a page holds the byte budget: {bytes} bytes");
+    cluster.stop_all().await;
+}
+
 /// Keys hash to shards, so a prefix's keys are spread over all 16; pages
 /// of at most 4 (the configured cap) must still come out in key order,
 /// with `more` exactly when keys may follow.

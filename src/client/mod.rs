@@ -275,7 +275,16 @@ impl Client {
                 Err(verdict) => verdict,
             };
             match verdict {
-                Verdict::Fatal(error) => return Err(error),
+                // An earlier attempt may have been applied: that, not this
+                // attempt's failure, is what the caller must hear.
+                Verdict::Fatal(error) => {
+                    return Err(match maybe_applied {
+                        Some(unknown) => ClientError::OutcomeUnknown(format!(
+                            "an attempt may have been applied ({unknown}); a retry then failed: {error}"
+                        )),
+                        None => error,
+                    });
+                }
                 Verdict::OutcomeUnknown(message) if kind == CallKind::CompareAndSwap => {
                     return Err(ClientError::OutcomeUnknown(message));
                 }

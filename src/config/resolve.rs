@@ -55,7 +55,24 @@ impl Check<'_> {
         let ok = value > T::default();
         self.require(ok, field, value, "must be at least 1")
     }
+
+    /// `min <= value <= max`: for settings whose extremes would panic
+    /// (channel and semaphore sizes) or silently stall the node.
+    fn between<T: Display + PartialOrd>(&self, field: &str, value: T, min: T, max: T) -> Result<(), ConfigError> {
+        let reason = format!("must be between {min} and {max}");
+        self.require(min <= value && value <= max, field, value, &reason)
+    }
 }
+
+/// Queue and slot counts beyond these would only hold memory (tokio's
+/// semaphores also panic above about 2^61).
+const MAX_QUEUE_SLOTS: usize = 1 << 20;
+const MAX_CONCURRENT_SNAPSHOTS: usize = 64;
+/// A tick longer than a minute makes elections take many minutes.
+const MAX_TICK_INTERVAL_MS: u64 = 60_000;
+/// Elections and heartbeats are counted in ticks: beyond this a failed
+/// leader is replaced only after an unreasonable wait.
+const MAX_TIMER_TICKS: u64 = 100_000;
 
 fn missing(field: &str) -> ConfigError {
     ConfigError::Missing { key: key(field), env: env_var(field) }
@@ -104,7 +121,7 @@ fn runtime(check: &Check, node: &mut NodeOptions) -> Result<(), ConfigError> {
     let s = &check.layered.values;
     let r = &mut node.runtime;
     let tick_ms = s.tick_interval_ms.unwrap_or(node.tick_interval.as_millis() as u64);
-    check.positive("tick_interval_ms", tick_ms)?;
+    check.between("tick_interval_ms", tick_ms, 1, MAX_TICK_INTERVAL_MS)?;
     node.tick_interval = millis(tick_ms);
     r.election_timeout_ticks = s.election_ticks.unwrap_or(r.election_timeout_ticks);
     r.heartbeat_interval_ticks = s.heartbeat_ticks.unwrap_or(r.heartbeat_interval_ticks);
@@ -115,7 +132,8 @@ fn runtime(check: &Check, node: &mut NodeOptions) -> Result<(), ConfigError> {
     r.compact_every_ticks = s.compact_every_ticks.unwrap_or(r.compact_every_ticks);
     r.cache_budget_bytes = s.tail_cache_bytes.unwrap_or(r.cache_budget_bytes);
     node.inbox_capacity = s.inbox_capacity.unwrap_or(node.inbox_capacity);
-    check.positive("heartbeat_ticks", r.heartbeat_interval_ticks)?;
+    check.between("heartbeat_ticks", r.heartbeat_interval_ticks as u64, 1, MAX_TIMER_TICKS)?;
+    check.between("election_ticks", r.election_timeout_ticks as u64, 2, MAX_TIMER_TICKS)?;
     let (election, heartbeat) = (r.election_timeout_ticks, r.heartbeat_interval_ticks);
     if election <= heartbeat {
         return Err(check.fail("election_ticks", election, format!("must exceed heartbeat-ticks ({heartbeat})")));
@@ -131,7 +149,7 @@ fn runtime(check: &Check, node: &mut NodeOptions) -> Result<(), ConfigError> {
     }
     check.positive("compact_every_ticks", r.compact_every_ticks)?;
     // A bounded channel of capacity zero panics.
-    check.positive("inbox_capacity", node.inbox_capacity)
+    check.between("inbox_capacity", node.inbox_capacity, 1, MAX_QUEUE_SLOTS)
 }
 
 /// RocksDB's memory budget and threads.
@@ -200,7 +218,7 @@ fn transport(check: &Check, node: &mut NodeOptions) -> Result<(), ConfigError> {
     t.max_snapshot_bytes = s.max_snapshot_bytes.unwrap_or(t.max_snapshot_bytes);
     t.max_concurrent_snapshots = s.max_concurrent_snapshots.unwrap_or(t.max_concurrent_snapshots);
     t.snapshot_chunk_timeout = s.snapshot_chunk_timeout_ms.map(millis).unwrap_or(t.snapshot_chunk_timeout);
-    check.positive("peer_queue_batches", t.peer_queue_batches)?;
+    check.between("peer_queue_batches", t.peer_queue_batches, 1, MAX_QUEUE_SLOTS)?;
     check.positive("reconnect_min_ms", t.reconnect_min.as_millis())?;
     let (min, max) = (t.reconnect_min.as_millis(), t.reconnect_max.as_millis());
     if max < min {
@@ -208,6 +226,6 @@ fn transport(check: &Check, node: &mut NodeOptions) -> Result<(), ConfigError> {
     }
     check.positive("max_snapshot_bytes", t.max_snapshot_bytes)?;
     // Zero slots would leave every lagging follower waiting forever.
-    check.positive("max_concurrent_snapshots", t.max_concurrent_snapshots)?;
+    check.between("max_concurrent_snapshots", t.max_concurrent_snapshots, 1, MAX_CONCURRENT_SNAPSHOTS)?;
     check.positive("snapshot_chunk_timeout_ms", t.snapshot_chunk_timeout.as_millis())
 }

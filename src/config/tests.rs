@@ -126,8 +126,13 @@ fn bad_values_are_named_with_where_they_came_from() {
     let base = "id = 1\ndata-dir = \"/d\"\n";
     let cases = [
         ("election-ticks = 2\n", "election-ticks = 2", "heartbeat-ticks"),
-        ("tick-interval-ms = 0\n", "tick-interval-ms = 0", "at least 1"),
-        ("inbox-capacity = 0\n", "inbox-capacity = 0", "at least 1"),
+        ("tick-interval-ms = 0\n", "tick-interval-ms = 0", "between 1 and 60000"),
+        ("tick-interval-ms = 3600000\n", "tick-interval-ms = 3600000", "between 1 and 60000"),
+        ("election-ticks = 1000000\n", "election-ticks = 1000000", "between 2 and 100000"),
+        ("inbox-capacity = 0\n", "inbox-capacity = 0", "between 1"),
+        // Large enough to make tokio's semaphore panic at start-up.
+        ("inbox-capacity = 4611686018427387904\n", "inbox-capacity = 4611686018427387904", "between 1"),
+        ("peer-queue-batches = 4611686018427387904\n", "peer-queue-batches", "between 1"),
         ("max-key-bytes = 100000\n", "max-key-bytes = 100000", "4096"),
         ("shards = 0\n", "shards = 0", "between 1"),
         ("compact-keep-entries = 5000\n", "compact-keep-entries = 5000", "compact-log-entries"),
@@ -136,7 +141,8 @@ fn bad_values_are_named_with_where_they_came_from() {
         ("write-buffer-bytes = 1000\n", "write-buffer-bytes = 1000", "65536"),
         ("scan-max-limit = 10\n", "scan-max-limit = 10", "scan-default-limit"),
         ("reconnect-max-ms = 1\n", "reconnect-max-ms = 1", "reconnect-min-ms"),
-        ("max-concurrent-snapshots = 0\n", "max-concurrent-snapshots = 0", "at least 1"),
+        ("max-concurrent-snapshots = 0\n", "max-concurrent-snapshots = 0", "between 1 and 64"),
+        ("max-concurrent-snapshots = 100000\n", "max-concurrent-snapshots = 100000", "between 1 and 64"),
     ];
     for (line, named, reason) in cases {
         let path = write_file(dir.path(), &format!("{base}{line}"));

@@ -153,6 +153,29 @@ pub fn scan(
     end: &[u8],
     limit: usize,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, KvError> {
+    scan_page(engine, group, start, end, limit, usize::MAX).map(|page| page.pairs)
+}
+
+/// One page of a scan: its pairs in key order, and whether the range may
+/// hold more after the last of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanPage {
+    pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub more: bool,
+}
+
+/// Pairs with `start <= key < end` (`end` empty: no bound), stopping at
+/// `limit` pairs or before the pair that would take the keys and values
+/// past `max_bytes` (a page holds at least one pair, so a scan always
+/// makes progress, even past one huge value). Memory: the page itself.
+pub fn scan_page(
+    engine: &Engine,
+    group: GroupId,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+    max_bytes: usize,
+) -> Result<ScanPage, KvError> {
     let mut options = ReadOptions::default();
     let upper = if end.is_empty() { keys::group_range(group).1 } else { Some(keys::data_key(group, end)) };
     if let Some(upper) = upper {
@@ -160,15 +183,20 @@ pub fn scan(
     }
     let from = keys::data_key(group, start);
     let iter = engine.db().iterator_cf_opt(engine.cf(CF_DATA), options, IteratorMode::From(&from, Direction::Forward));
-    let mut out = Vec::new();
-    for item in iter.take(limit) {
+    let mut page = ScanPage::default();
+    let mut bytes = 0usize;
+    for item in iter {
         let (key, value) = item.map_err(crate::storage::StorageError::from)?;
-        match keys::user_key(group, &key) {
-            Some(user_key) => out.push((user_key.to_vec(), value.to_vec())),
-            None => break,
+        let Some(user_key) = keys::user_key(group, &key) else { break };
+        let size = user_key.len().saturating_add(value.len());
+        if page.pairs.len() >= limit || (!page.pairs.is_empty() && bytes.saturating_add(size) > max_bytes) {
+            page.more = true;
+            break;
         }
+        bytes = bytes.saturating_add(size);
+        page.pairs.push((user_key.to_vec(), value.to_vec()));
     }
-    Ok(out)
+    Ok(page)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 mod apply;
 mod command;
 
-pub use apply::{apply_entries, get, scan, Applied, CommandResult};
+pub use apply::{apply_entries, get, scan, scan_page, Applied, CommandResult, ScanPage};
 pub use command::{decode_command, encode_command, Command, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 use crate::raft::{GroupId, LogIndex};

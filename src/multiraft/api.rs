@@ -25,9 +25,10 @@ pub enum Operation {
     /// Read one key. `linearizable`: through ReadIndex on the leader;
     /// otherwise from this node's replica as it is.
     Get { key: Vec<u8>, linearizable: bool },
-    /// Up to `limit` pairs with `start <= key < end` (`end` empty: to the
-    /// end of the shard), in key order.
-    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize, linearizable: bool },
+    /// Pairs with `start <= key < end` (`end` empty: to the end of the
+    /// shard), in key order: up to `limit` of them and `max_bytes` of keys
+    /// and values (at least one pair).
+    Scan { start: Vec<u8>, end: Vec<u8>, limit: usize, max_bytes: usize, linearizable: bool },
 }
 
 /// The answer to an [`Operation`].
@@ -35,7 +36,7 @@ pub enum Operation {
 pub enum Outcome {
     Written(CommandResult),
     Value(Option<Vec<u8>>),
-    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    Pairs(crate::kv::ScanPage),
 }
 
 /// Why a request was not served. `retryable()` says whether the same

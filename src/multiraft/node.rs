@@ -612,8 +612,8 @@ pub(super) fn read_local(
     let group = group.id;
     match operation {
         Operation::Get { key, .. } => kv::get(engine, group, key).map(Outcome::Value).map_err(failed),
-        Operation::Scan { start, end, limit, .. } => {
-            kv::scan(engine, group, start, end, *limit).map(Outcome::Pairs).map_err(failed)
+        Operation::Scan { start, end, limit, max_bytes, .. } => {
+            kv::scan_page(engine, group, start, end, *limit, *max_bytes).map(Outcome::Pairs).map_err(failed)
         }
         Operation::Write(_) => Err(RequestError::InvalidArgument("a write is not a read".into())),
     }

@@ -247,11 +247,16 @@ impl KvService {
         };
         if let Some(shard) = scan::shard_scope(request_shard.as_ref(), self.node.shard_count()) {
             let shard = shard.map_err(|f| self.status(f))?;
-            let page = scan::local_page(&self.node, shard, &range, limit, &call).await.map_err(|f| self.status(f))?;
+            let max_bytes = self.config.scan_max_bytes;
+            let page = scan::local_page(&self.node, shard, &range, limit, max_bytes, &call)
+                .await
+                .map_err(|f| self.status(f))?;
             let items = page.pairs.into_iter().map(|(key, value)| crate::proto::KeyValue { key, value }).collect();
             return Ok(self.reply(ScanResponse { items, more: page.full }, false));
         }
-        let request = scan::Request { prefix: &body.prefix, start_after: &body.start_after, range: &range, limit };
+        let max_bytes = self.config.scan_max_bytes;
+        let request =
+            scan::Request { prefix: &body.prefix, start_after: &body.start_after, range: &range, limit, max_bytes };
         let pages = scan::gather(&self.node, &self.forwarder, &request, &call).await.map_err(|f| self.status(f))?;
         let page = scan::merge(pages, limit, self.config.scan_max_bytes);
         Ok(self.reply(ScanResponse { items: page.items, more: page.more }, false))
@@ -365,7 +370,7 @@ mod tests {
         assert!(failure.message.contains("a put"), "{}", failure.message);
         assert_eq!(delete_response(CommandResult::NoOp).unwrap_err().code, Code::Internal);
         assert_eq!(compare_and_swap_response(CommandResult::Put).unwrap_err().code, Code::Internal);
-        let failure = get_response(ShardId(3), Outcome::Pairs(vec![])).unwrap_err();
+        let failure = get_response(ShardId(3), Outcome::Pairs(crate::kv::ScanPage::default())).unwrap_err();
         assert!(failure.code == Code::Internal && failure.message.contains("shard 3"), "{}", failure.message);
         assert_eq!(written(Outcome::Value(None)).unwrap_err().code, Code::Internal);
     }

@@ -1,13 +1,14 @@
 //! `Scan`: keys are hashed to shards, so the keys under any prefix are
 //! spread over every shard. A page asks every shard for up to `limit` keys
-//! of the range at once, merges them in key order and cuts the merge at
-//! `limit` items or the byte budget.
+//! and the byte budget of the range at once, merges them in key order and
+//! cuts the merge at `limit` items or the byte budget.
 //!
-//! Why asking each shard for the full `limit` is enough: if one shard
-//! answers a full page ending at key K, it alone holds `limit` keys <= K,
-//! so the first `limit` merged keys are all <= K, and no key it did not
-//! send can belong in the page. `more` is then set, and the next page
-//! starts after the last key sent.
+//! Why that is enough, whatever cut each shard's page (its own limit, the
+//! byte budget, or another node's configuration): a shard whose page was
+//! cut after key K sent every key it holds up to K, but maybe not the keys
+//! after. So the merge keeps only keys up to the smallest such K (the
+//! `bound`); every shard sent all of its keys below it. `more` is then
+//! set, and the next page starts after the last key sent.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -85,7 +86,7 @@ pub(super) fn effective_limit(requested: u32, default: u32, max: u32) -> usize {
 #[derive(Debug, Default)]
 pub(super) struct ShardPage {
     pub pairs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// The shard returned as many pairs as asked: it may hold more.
+    /// The shard's page was cut: it may hold keys after the last one sent.
     pub full: bool,
 }
 
@@ -100,15 +101,21 @@ pub(super) struct Page {
 /// `max_bytes` of keys and values (a page holds at least one item, so a
 /// scan always makes progress, even past one huge value).
 pub(super) fn merge(pages: Vec<ShardPage>, limit: usize, max_bytes: usize) -> Page {
-    let any_full = pages.iter().any(|page| page.full);
+    // The smallest last key of a cut page: beyond it a shard may hold keys
+    // it did not send.
+    let bound: Option<Vec<u8>> =
+        pages.iter().filter(|page| page.full).filter_map(|page| page.pairs.last()).map(|(key, _)| key.clone()).min();
     // Every key lives in exactly one shard, so there are no duplicates to
     // drop; sorting the concatenation is cheap next to the reads behind it.
     let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = pages.into_iter().flat_map(|page| page.pairs).collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     let mut items = Vec::with_capacity(pairs.len().min(limit));
     let mut bytes = 0usize;
-    let mut cut = false;
+    let mut cut = bound.is_some();
     for (key, value) in pairs {
+        if bound.as_ref().is_some_and(|bound| key > *bound) {
+            break;
+        }
         let size = key.len().saturating_add(value.len());
         if items.len() >= limit || (!items.is_empty() && bytes.saturating_add(size) > max_bytes) {
             cut = true;
@@ -117,7 +124,7 @@ pub(super) fn merge(pages: Vec<ShardPage>, limit: usize, max_bytes: usize) -> Pa
         bytes = bytes.saturating_add(size);
         items.push(KeyValue { key, value });
     }
-    Page { items, more: cut || any_full }
+    Page { items, more: cut }
 }
 
 /// One page request, as the client sent it and as this node reads it.
@@ -126,6 +133,9 @@ pub(super) struct Request<'a> {
     pub start_after: &'a [u8],
     pub range: &'a ScanRange,
     pub limit: usize,
+    /// The byte budget of a page (this node's; a node asked for one
+    /// shard's page applies its own).
+    pub max_bytes: usize,
 }
 
 /// The shard a forwarded scan is scoped to (`flotilla-shard`), if any:
@@ -145,16 +155,18 @@ pub(super) async fn local_page(
     shard: ShardId,
     range: &ScanRange,
     limit: usize,
+    max_bytes: usize,
     call: &CallContext,
 ) -> Result<ShardPage, Failure> {
     if !node.hosts(shard) {
         let message = format!("node {} does not host shard {}", node.node_id(), shard.0);
         return Err(Failure::unavailable(message));
     }
-    let operation = Operation::Scan { start: range.start.clone(), end: range.end.clone(), limit, linearizable: true };
+    let (start, end) = (range.start.clone(), range.end.clone());
+    let operation = Operation::Scan { start, end, limit, max_bytes, linearizable: true };
     let answer = tokio::time::timeout_at(call.hard_deadline.into(), node.call(shard, operation, call.deadline)).await;
     let answer = answer.map_err(|_elapsed| Failure::timed_out(false))?;
-    shard_page(shard, answer, limit, call)
+    shard_page(shard, answer, call)
 }
 
 /// Reads one page from every shard concurrently: from this node's replica
@@ -171,7 +183,8 @@ pub(super) async fn gather(
     for shard in (0..shard_count).map(ShardId) {
         let (node, call, range, limit) = (node.clone(), call.clone(), request.range.clone(), request.limit);
         if node.hosts(shard) {
-            reads.spawn(async move { local_page(&node, shard, &range, limit, &call).await });
+            let max_bytes = request.max_bytes;
+            reads.spawn(async move { local_page(&node, shard, &range, limit, max_bytes, &call).await });
             continue;
         }
         if call.forwarded {
@@ -223,17 +236,9 @@ async fn remote_page(
     Ok(ShardPage { pairs: page.items.into_iter().map(|item| (item.key, item.value)).collect(), full: page.more })
 }
 
-fn shard_page(
-    shard: ShardId,
-    answer: Result<Outcome, RequestError>,
-    limit: usize,
-    call: &CallContext,
-) -> Result<ShardPage, Failure> {
+fn shard_page(shard: ShardId, answer: Result<Outcome, RequestError>, call: &CallContext) -> Result<ShardPage, Failure> {
     match answer {
-        Ok(Outcome::Pairs(pairs)) => {
-            let full = pairs.len() >= limit;
-            Ok(ShardPage { pairs, full })
-        }
+        Ok(Outcome::Pairs(page)) => Ok(ShardPage { pairs: page.pairs, full: page.more }),
         Ok(other) => Err(Failure::internal(format!("shard {} answered a scan with {other:?}", shard.0))),
         Err(error) => {
             let failure = Failure::from_request_error(&error, call.deadline_passed(Instant::now()));
@@ -349,17 +354,39 @@ mod tests {
         assert!(page.more);
     }
 
+    /// Shards cut their pages at different points (their own byte budget,
+    /// or another node's limit): the merge keeps only keys up to the
+    /// smallest last key of a cut page, so the next page (after the last
+    /// key sent) misses nothing.
+    #[test]
+    fn shard_pages_cut_at_different_points_lose_no_key_across_pages() {
+        let page = |keys: &[&str], full| ShardPage { pairs: pairs(keys), full };
+        // Shard 1 holds a..f but was cut after "b"; shard 2 holds c, d, g.
+        let first = merge(vec![page(&["a", "b"], true), page(&["c", "d", "g"], false)], 10, usize::MAX);
+        assert_eq!(keys(&first), ["a", "b"], "nothing past the cut page's last key");
+        assert!(first.more);
+        // The next page, after "b": shard 1 now sends c..f (cut after "f").
+        let second = merge(vec![page(&["c2", "e", "f"], true), page(&["c", "d", "g"], false)], 10, usize::MAX);
+        assert_eq!(keys(&second), ["c", "c2", "d", "e", "f"]);
+        assert!(second.more, "shard 1 may hold keys after f");
+        // Two cut pages: the smaller last key bounds the merge.
+        let both = merge(vec![page(&["a", "m"], true), page(&["b", "k"], true)], 10, usize::MAX);
+        assert_eq!(keys(&both), ["a", "b", "k"]);
+        assert!(both.more);
+    }
+
     #[test]
     fn shard_answers_become_pages_or_named_failures() {
         let call = CallContext::new(Instant::now(), None, std::time::Duration::from_secs(10), false);
-        let page = shard_page(ShardId(1), Ok(Outcome::Pairs(pairs(&["a", "b"]))), 2, &call).unwrap();
+        let answer = |keys: &[&str], more| Ok(Outcome::Pairs(crate::kv::ScanPage { pairs: pairs(keys), more }));
+        let page = shard_page(ShardId(1), answer(&["a", "b"], true), &call).unwrap();
         assert!(page.full);
-        let page = shard_page(ShardId(1), Ok(Outcome::Pairs(pairs(&["a"]))), 2, &call).unwrap();
+        let page = shard_page(ShardId(1), answer(&["a"], false), &call).unwrap();
         assert!(!page.full);
-        let failure = shard_page(ShardId(7), Ok(Outcome::Value(None)), 2, &call).unwrap_err();
+        let failure = shard_page(ShardId(7), Ok(Outcome::Value(None)), &call).unwrap_err();
         assert_eq!(failure.code, tonic::Code::Internal);
         assert!(failure.message.contains("shard 7"), "{}", failure.message);
-        let failure = shard_page(ShardId(5), Err(RequestError::NoLeader { shard: ShardId(5) }), 2, &call).unwrap_err();
+        let failure = shard_page(ShardId(5), Err(RequestError::NoLeader { shard: ShardId(5) }), &call).unwrap_err();
         assert_eq!(failure.code, tonic::Code::Unavailable);
         assert!(failure.message.starts_with("scan of shard 5: "), "{}", failure.message);
     }
