@@ -74,19 +74,22 @@ async fn serve(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()
     stream.shutdown().await
 }
 
-/// The bytes up to the blank line ending the request head; `None` if the
-/// client closed first. A head over `MAX_HEAD_BYTES` is cut there (the
-/// request line is all that is used).
+/// The bytes up to the blank line ending the request head (CRLF or, as
+/// hand-typed requests end, bare LF); `None` if the client closed before
+/// sending a whole request line. A client that half-closes after its
+/// request line is answered. A head over `MAX_HEAD_BYTES` is cut there
+/// (the request line is all that is used).
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
         let read = stream.read(&mut chunk).await?;
         if read == 0 {
-            return Ok(None);
+            return Ok(head.contains(&b'\n').then_some(head));
         }
         head.extend_from_slice(&chunk[..read]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= MAX_HEAD_BYTES {
+        let ended = head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n");
+        if ended || head.len() >= MAX_HEAD_BYTES {
             return Ok(Some(head));
         }
     }

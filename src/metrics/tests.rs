@@ -190,9 +190,17 @@ fn only_get_metrics_is_served() {
 }
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.expect("writes");
+    send(addr, request.as_bytes(), false).await
+}
+
+/// Writes `request` (then half-closes, if asked) and reads the answer.
+async fn send(addr: std::net::SocketAddr, request: &[u8], half_close: bool) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    stream.write_all(request).await.expect("writes");
+    if half_close {
+        stream.shutdown().await.expect("half-closes");
+    }
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("reads until the server closes");
     response
@@ -212,6 +220,14 @@ async fn the_server_answers_over_tcp_and_stops_when_told() {
     assert_eq!(sample(&response, "flotilla_raft_groups_hosted", &[]), Some(5.0));
     let missing = tokio::time::timeout(within, get(addr, "/")).await.expect("answers in time");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    // Hand-typed requests (`printf 'GET /metrics\n\n' | nc`): bare LF, or
+    // a request line and then end of input.
+    let bare = tokio::time::timeout(within, send(addr, b"GET /metrics HTTP/1.0\n\n", false)).await;
+    assert!(bare.expect("answers a bare-LF head in time").starts_with("HTTP/1.1 200 OK"));
+    let closed = tokio::time::timeout(within, send(addr, b"GET /metrics HTTP/1.0\n", true)).await;
+    assert!(closed.expect("answers a half-closed request in time").starts_with("HTTP/1.1 200 OK"));
+    let nothing = tokio::time::timeout(within, send(addr, b"GET /met", true)).await;
+    assert_eq!(nothing.expect("closes in time"), "", "no whole request line: no answer");
     stop.send(true).expect("the server listens");
     let result = tokio::time::timeout(within, server).await.expect("stops in time").expect("did not panic");
     assert!(result.is_ok(), "{result:?}");

@@ -106,11 +106,14 @@ impl AdminService {
         mut missing: BTreeSet<u32>,
         call: &CallContext,
     ) {
-        let rounds = missing.iter().map(|&s| self.node.replicas(ShardId(s)).len()).max().unwrap_or(0);
+        // Ordered once: a peer going up or down between rounds must not
+        // reorder a shard's replicas (asking one twice, skipping another).
+        let order: BTreeMap<u32, Vec<NodeId>> = missing.iter().map(|&s| (s, self.candidates(s))).collect();
+        let rounds = order.values().map(Vec::len).max().unwrap_or(0);
         for round in 0..rounds {
             let mut asked: BTreeSet<NodeId> = BTreeSet::new();
-            for &shard in &missing {
-                asked.extend(self.candidates(shard).get(round));
+            for shard in &missing {
+                asked.extend(order.get(shard).and_then(|nodes| nodes.get(round)));
             }
             let mut asks = JoinSet::new();
             for node in asked {
