@@ -112,6 +112,11 @@ async fn a_cluster_under_puts_exports_every_family_and_the_counters_move() {
     let put_ok = ["method=\"Put\"", "code=\"OK\""];
     let node_one = &scraped[0];
     assert!(value(node_one, "flotilla_server_requests_total", &put_ok) >= PUTS as f64, "node 1 answered the puts");
+    // The puts it forwarded to the leaders on nodes 2 and 3 count once,
+    // where the client's call arrived.
+    for other in &scraped[1..] {
+        assert_eq!(value(other, "flotilla_server_requests_total", &put_ok), 0.0, "a forwarded put counted twice");
+    }
     let put_latency = value(node_one, "flotilla_server_request_latency_seconds_count", &["method=\"Put\""]);
     assert!(put_latency >= PUTS as f64, "{put_latency} put latencies on node 1");
     let get_ok = ["method=\"Get\"", "code=\"OK\""];

@@ -329,7 +329,7 @@ impl Default for RequestMetrics {
     fn default() -> RequestMetrics {
         let requests = counter_vec(
             "flotilla_server_requests_total",
-            "Client requests answered by this node, by gRPC method and status code.",
+            "Client requests answered by this node (not those another node forwarded to it), by gRPC method and status code.",
             &["method", "code"],
         );
         let opts = HistogramOpts::new(

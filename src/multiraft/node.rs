@@ -541,6 +541,12 @@ impl Node {
         let error = RequestError::Failed { node: self.id, shard: group.shard, detail: detail.clone() };
         group.fail_all(error);
         group.failure = Some(detail);
+        // A failed group serves nothing, so it leads nothing here any more
+        // (another node's replica takes over).
+        if group.role == Role::Leader {
+            group.role = Role::Follower;
+            self.stats.groups_led.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.awake.remove(&id);
         self.touched.remove(&id);
     }

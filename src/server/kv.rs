@@ -116,31 +116,38 @@ impl KvService {
     }
 }
 
-/// Every RPC is counted (by method and status code) and timed here,
-/// whatever path answered it: served, forwarded or refused.
+/// Every RPC a client sent is counted (by method and status code) and
+/// timed here, whatever path answered it: served, forwarded or refused.
+/// What another node forwarded here (a request, or one shard's page of a
+/// scan) was counted by that node, where the client's call arrived.
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        self.measured(Method::Get, self.serve_get(request)).await
+        let forwarded = forwarded(&request);
+        self.measured(Method::Get, forwarded, self.serve_get(request)).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        self.measured(Method::Put, self.serve_put(request)).await
+        let forwarded = forwarded(&request);
+        self.measured(Method::Put, forwarded, self.serve_put(request)).await
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
-        self.measured(Method::Delete, self.serve_delete(request)).await
+        let forwarded = forwarded(&request);
+        self.measured(Method::Delete, forwarded, self.serve_delete(request)).await
     }
 
     async fn compare_and_swap(
         &self,
         request: Request<CompareAndSwapRequest>,
     ) -> Result<Response<CompareAndSwapResponse>, Status> {
-        self.measured(Method::CompareAndSwap, self.serve_compare_and_swap(request)).await
+        let forwarded = forwarded(&request);
+        self.measured(Method::CompareAndSwap, forwarded, self.serve_compare_and_swap(request)).await
     }
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
-        self.measured(Method::Scan, self.serve_scan(request)).await
+        let forwarded = forwarded(&request);
+        self.measured(Method::Scan, forwarded, self.serve_scan(request)).await
     }
 }
 
@@ -150,8 +157,12 @@ impl KvService {
     async fn measured<T>(
         &self,
         method: Method,
+        forwarded: bool,
         served: impl Future<Output = Result<Response<T>, Status>>,
     ) -> Result<Response<T>, Status> {
+        if forwarded {
+            return served.await;
+        }
         let mut observed = Observed { metrics: &self.metrics, method, started: Instant::now(), code: None };
         let result = served.await;
         observed.code = Some(result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
@@ -266,6 +277,12 @@ impl KvService {
         let shard = self.node.shard_for_key(command.key());
         self.route(shard, Operation::Write(command), call).await
     }
+}
+
+/// Whether another node sent this request (see `Forwarder`).
+fn forwarded<T>(request: &Request<T>) -> bool {
+    let metadata = request.metadata();
+    metadata.contains_key(super::FORWARDED_HEADER) || metadata.contains_key(super::SHARD_HEADER)
 }
 
 /// Records one request when dropped: after its answer, or when the client

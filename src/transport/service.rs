@@ -97,9 +97,15 @@ async fn receive_batches(
         if messages.is_empty() {
             continue;
         }
-        let counters = counters.get_or_insert_with(|| shared.metrics.peer(from));
-        counters.messages_received.inc_by(messages.len() as u64);
-        counters.batches_received.inc();
+        // Only configured peers get a `peer` label: the id on the wire is
+        // the sender's word, and series must stay bounded.
+        if counters.is_none() && shared.peer_address(from).is_some() {
+            counters = Some(shared.metrics.peer(from));
+        }
+        if let Some(counters) = &counters {
+            counters.messages_received.inc_by(messages.len() as u64);
+            counters.batches_received.inc();
+        }
         // Backpressure: while the event loop's channel is full this stream
         // is not read, and HTTP/2 flow control stops the peer.
         let event = TransportEvent::Batch { from, messages };
