@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use crate::node::{self, NodeError, NodeOptions, RunningNode};
+use crate::node::{self, NodeError, NodeOptions, RunningNode, Signals};
 use crate::raft::{NodeId, Role};
 
 /// Nodes of the demo cluster.
@@ -72,15 +71,7 @@ struct Ports {
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     // Handlers first: a Ctrl-C right after the banner must stop the nodes,
     // not kill the process with its default action.
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(DemoError::Signal)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(DemoError::Signal)?;
-    let stop = async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    };
-    tokio::pin!(stop);
+    let mut signals = Signals::new().map_err(DemoError::Signal)?;
     let (ports, client, metrics) = bind_ports(&args).await?;
     let nodes = start_nodes(&args, &ports, client).await?;
     let (stop_metrics, metrics_stop) = watch::channel(false);
@@ -89,25 +80,14 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     }
     let led = tokio::select! {
         _ = wait_for_leaders(&nodes) => true,
-        _ = &mut stop => false,
+        _ = signals.recv() => false,
     };
     if led {
         print_banner(&args, &ports, nodes[0].handle.shard_count());
-        stop.await;
+        signals.recv().await;
     }
     eprintln!("stopping the demo cluster ... (Ctrl-C again exits at once; acknowledged writes are on disk)");
-    tokio::spawn(async {
-        let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-        else {
-            return;
-        };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        eprintln!("second signal: exiting before the nodes stopped");
-        std::process::exit(130);
-    });
+    tokio::spawn(signals.exit_on_next());
     let _ = stop_metrics.send(true);
     stop_all(nodes).await;
     eprintln!("stopped; the data stays in {} (start again to reuse it, remove it to start over)", args.dir.display());

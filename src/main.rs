@@ -224,7 +224,7 @@ async fn serve(flags: flotilla::config::ServerFlags) -> Result<()> {
     let config = flotilla::config::load(&flags, &|name| std::env::var(name).ok())?;
     // Handlers first: a SIGTERM while the node starts must stop it in
     // order, not kill it with the default action.
-    let mut signals = Signals::new()?;
+    let mut signals = flotilla::node::Signals::new().context("cannot watch for Ctrl-C and SIGTERM")?;
     let listener =
         tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("listen {}", config.listen))?;
     let metrics = match &config.metrics_listen {
@@ -242,40 +242,10 @@ async fn serve(flags: flotilla::config::ServerFlags) -> Result<()> {
     eprintln!("flotilla node {id} serving on {}", node.addr);
     signals.recv().await;
     tracing::info!("shutting down (a second Ctrl-C or SIGTERM exits at once)");
-    tokio::spawn(exit_on_second_signal(signals));
+    tokio::spawn(signals.exit_on_next());
     let _ = stop_metrics.send(true);
     node.stop(Duration::from_secs(5)).await;
     Ok(())
-}
-
-/// An operator who signals again does not want to wait for the orderly
-/// stop (a long snapshot build, a stuck disk): exit now. Safe: every
-/// acknowledged write is already on disk, exactly as after a kill -9.
-async fn exit_on_second_signal(mut signals: Signals) {
-    signals.recv().await;
-    eprintln!("second signal: exiting before the orderly stop finished");
-    std::process::exit(130);
-}
-
-/// Ctrl-C (SIGINT) and SIGTERM, watched from creation on.
-struct Signals {
-    interrupt: tokio::signal::unix::Signal,
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let watch = |kind| signal(kind).context("cannot watch for Ctrl-C and SIGTERM");
-        Ok(Signals { interrupt: watch(SignalKind::interrupt())?, terminate: watch(SignalKind::terminate())? })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-    }
 }
 
 /// Serves a node's registry on `--metrics-listen` until `stop`; a failure

@@ -411,7 +411,7 @@ impl Client {
     /// `Routing::mark_unreachable`). Returns
     /// whether a failed attempt named a different leader to go to now.
     fn learn_leader(&self, key: Option<&[u8]>, target: &str, hints: &Hints, succeeded: bool) -> bool {
-        let mut routing = self.routing();
+        let (mut routing, now) = (self.routing(), Instant::now());
         // Every answer carries the shard count: none means no answer came.
         let answered = succeeded || hints.shard_count.is_some();
         if answered {
@@ -419,12 +419,12 @@ impl Client {
         } else if !self.inner.endpoints.iter().any(|endpoint| endpoint == target) {
             // An address learned from a hint; the given endpoints stay in
             // the rotation whatever happens.
-            routing.mark_unreachable(target, Instant::now());
+            routing.mark_unreachable(target, now);
         }
         let Some(key) = key else { return false };
         match &hints.leader {
             Some(leader) => {
-                routing.learn_leader(key, leader.clone(), Instant::now());
+                routing.learn_leader(key, leader.clone(), now);
                 !succeeded && leader != target
             }
             None => {

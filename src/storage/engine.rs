@@ -220,7 +220,13 @@ fn create(path: &Path, node_id: u64, config: &StorageConfig) -> Result<()> {
 /// survives a crash (etcd #6368).
 pub(super) fn rename_durably(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|e| StorageError::io(to, e))?;
-    let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    sync_parent(to)
+}
+
+/// Fsyncs the folder holding `path`, so that a name just created, renamed
+/// or linked there survives a crash (etcd #6368).
+pub(super) fn sync_parent(path: &Path) -> Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(|e| StorageError::io(parent, e))
 }
 

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use rocksdb::{DBCompressionType, IngestExternalFileOptions, Options, SstFileWriter};
 
 use super::batch::StorageBatch;
-use super::engine::Engine;
+use super::engine::{sync_parent, Engine};
 use super::error::{Result, StorageError};
 use super::group::GroupStorage;
 use super::keys::{self, CF_DATA, CF_RAFT_STATE};
@@ -119,7 +119,7 @@ impl SnapshotFile {
             Err(error) => return Err(StorageError::io(&link, error)),
         }
         fs::hard_link(&self.path, &link).map_err(|error| StorageError::io(&link, error))?;
-        sync_dir(dir)?;
+        sync_parent(&link)?;
         Ok(link)
     }
 
@@ -187,10 +187,6 @@ fn file_name(group: GroupId, path: &Path) -> Result<&str> {
         group,
         detail: format!("snapshot path {} has no file name", path.display()),
     })
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| StorageError::io(dir, error))
 }
 
 /// Moves the SST into the database (a link, not a copy).
